@@ -1,0 +1,57 @@
+"""dynamo-media: safe, fast media fetching and decoding for multimodal LLM serving.
+
+Turns the media parts of an OpenAI chat request into decoded tensors that a model backend reads
+over NIXL. See README.md.
+"""
+
+from dynamo_media._errors import (
+    DecodeError,
+    FetchError,
+    InvalidOptions,
+    LimitExceeded,
+    MediaError,
+    ModalityDisabled,
+    Overloaded,
+    PolicyError,
+)
+from dynamo_media._media import DecodedMedia, EncodedMedia
+from dynamo_media.config import (
+    AudioLimits,
+    AudioOptions,
+    FetchPolicy,
+    ImageLimits,
+    ImageOptions,
+    MediaDecoder,
+    MediaFetcher,
+    VideoLimits,
+    VideoOptions,
+)
+from dynamo_media.decode import decode_image, probe_image
+from dynamo_media.sampling import sample_frame_indices
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AudioLimits",
+    "AudioOptions",
+    "DecodeError",
+    "DecodedMedia",
+    "EncodedMedia",
+    "FetchError",
+    "FetchPolicy",
+    "ImageLimits",
+    "ImageOptions",
+    "InvalidOptions",
+    "LimitExceeded",
+    "MediaDecoder",
+    "MediaError",
+    "MediaFetcher",
+    "ModalityDisabled",
+    "Overloaded",
+    "PolicyError",
+    "VideoLimits",
+    "VideoOptions",
+    "decode_image",
+    "probe_image",
+    "sample_frame_indices",
+]

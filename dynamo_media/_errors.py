@@ -1,0 +1,103 @@
+"""The exception tree of dynamo-media.
+
+Every error a request can cause is a ``MediaError`` and carries the HTTP status the server answers
+with::
+
+    MediaError                    .status, .param (the item, once known)
+    ├── InvalidOptions    400     bad configuration or media_io_kwargs (also a ValueError)
+    ├── ModalityDisabled  400     image/video/audio not enabled on the MediaDecoder
+    ├── PolicyError       400     the fetch policy refuses the URL (scheme, host, address, port)
+    ├── FetchError        422     the download failed: HTTP status, timeout, refused, too large
+    ├── LimitExceeded     400     the decoded media would pass a configured limit
+    ├── DecodeError       400     the bytes are not media we can decode
+    └── Overloaded        503     the server is at capacity; retry later
+
+Errors of the native libraries (Pillow, FFmpeg via torchcodec, requests/urllib3, NIXL) never escape
+raw: each is caught at its narrowest type and re-raised as one of these ``from`` the original.
+Programming errors (a wrong argument type to a Python function) stay ``TypeError``/``ValueError``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "DecodeError",
+    "FetchError",
+    "InvalidOptions",
+    "LimitExceeded",
+    "MediaError",
+    "ModalityDisabled",
+    "Overloaded",
+    "PolicyError",
+]
+
+
+class MediaError(Exception):
+    """Base class of every error a media item can cause.
+
+    Attributes:
+        status: the HTTP status a server answers with.
+        param: the request item the error is about (``messages[0].content[1].image_url``), set
+            by the preprocessor; ``None`` when raised outside a request.
+    """
+
+    status: int = 500
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+    def for_item(self, param: str) -> MediaError:
+        """Returns a copy of this error whose message starts with the item it concerns.
+
+        Args:
+            param: the item's place in the request.
+
+        Returns:
+            An error of the same type, chained to this one.
+        """
+        err = type(self)(f"{param}: {self.message}", param=param)
+        err.__cause__ = self.__cause__ or self
+        return err
+
+
+class InvalidOptions(MediaError, ValueError):
+    """An option or a media_io_kwargs entry is unknown, of the wrong type or out of range."""
+
+    status = 400
+
+
+class ModalityDisabled(MediaError):
+    """The request carries a modality that the MediaDecoder does not enable."""
+
+    status = 400
+
+
+class PolicyError(MediaError):
+    """The fetch policy refuses the URL (scheme, domain, address, port, local path)."""
+
+    status = 400
+
+
+class FetchError(MediaError):
+    """The download failed: HTTP error status, timeout, refused connection or oversize body."""
+
+    status = 422
+
+
+class LimitExceeded(MediaError):
+    """Decoding would pass a configured limit; raised before the memory is allocated."""
+
+    status = 400
+
+
+class DecodeError(MediaError):
+    """The data could not be decoded as the media it claims to be."""
+
+    status = 400
+
+
+class Overloaded(MediaError):
+    """The server has no capacity left within the wait deadline; the client should retry."""
+
+    status = 503

@@ -1,0 +1,94 @@
+"""The payloads that flow through a pipeline: small typed dataclasses; reprs never show data."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from typing import Any, Literal
+
+import torch
+
+__all__ = ["DecodedMedia", "EncodedMedia", "Modality", "options_hash"]
+
+Modality = Literal["image", "video", "audio"]
+
+_SHOWN_METADATA = 6
+_SHOWN_ITEMS = 4
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, (list, tuple)) and len(value) > _SHOWN_ITEMS:
+        head = ", ".join(repr(v) for v in value[:_SHOWN_ITEMS])
+        return f"[{head}, ... ({len(value)} items)]"
+    return repr(value)
+
+
+def options_hash(content_hash: str, options: dict[str, Any]) -> str:
+    """The hash of decoded media: the fetched bytes' hash and the options that decoded them."""
+    blob = json.dumps(options, sort_keys=True, default=str).encode()
+    return hashlib.sha256(content_hash.encode() + b"\0" + blob).hexdigest()
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class EncodedMedia:
+    """Fetched bytes, before decoding.
+
+    Attributes:
+        data: the encoded bytes.
+        mime: the MIME type from the response header or ``data:`` URL, or sniffed; ``None`` when
+            unknown.
+        source: where the bytes came from, for messages (a ``data:`` URL is shortened).
+        content_hash: sha256 hex digest of ``data``.
+        probe: what a ``Check*Limits`` transform read from the header (dimensions, stream
+            metadata, the chosen frames), so that decoding does not read it again. Default:
+            ``None``.
+    """
+
+    data: bytes
+    mime: str | None
+    source: str
+    content_hash: str
+    probe: Any = None
+
+    @classmethod
+    def from_bytes(
+        cls, data: bytes, *, mime: str | None = None, source: str = "<bytes>"
+    ) -> EncodedMedia:
+        """Wraps bytes that did not come through a fetcher, hashing them."""
+        return cls(bytes(data), mime, source, hashlib.sha256(data).hexdigest())
+
+    def __repr__(self) -> str:
+        probe = f", probe={type(self.probe).__name__}" if self.probe is not None else ""
+        return (
+            f"EncodedMedia(source={self.source!r}, mime={self.mime!r}, "
+            f"nbytes={len(self.data)}, content_hash={self.content_hash[:12]!r}{probe})"
+        )
+
+
+@dataclasses.dataclass(eq=False)
+class DecodedMedia:
+    """A decoded image, video or audio clip.
+
+    Attributes:
+        tensor: ``uint8`` RGB pixels (``CHW``/``HWC``, ``TCHW``/``THWC``) or ``float32`` audio in
+            [-1, 1] (``CN``/``NC``); ``metadata["layout"]`` names the layout.
+        modality: ``"image"``, ``"video"`` or ``"audio"``.
+        metadata: what the decoder reports (format, sizes, frames_indices, sample_rate, ...).
+        content_hash: hash of the fetched bytes and of the options that decoded them.
+    """
+
+    tensor: torch.Tensor
+    modality: Modality
+    metadata: dict[str, Any]
+    content_hash: str | None = None
+
+    def __repr__(self) -> str:
+        t = self.tensor
+        shown = list(self.metadata.items())[:_SHOWN_METADATA]
+        meta = ", ".join(f"{k}={_short(v)}" for k, v in shown)
+        more = ", ..." if len(self.metadata) > _SHOWN_METADATA else ""
+        return (
+            f"DecodedMedia({self.modality}, shape={tuple(t.shape)}, dtype={t.dtype}, "
+            f"device={t.device}, {meta}{more})"
+        )

@@ -1,0 +1,179 @@
+"""HTTP(S) downloads under the policy, with ``requests``.
+
+Each hop (the URL, then every redirect) is parsed, checked and resolved once; the request goes to
+the checked address with the original ``Host`` header, and TLS still verifies the host name (SNI
+and certificate check use the name, the socket uses the address). Redirects are followed by hand
+so that every hop is checked again. One deadline bounds the whole download: it shrinks the socket
+timeout before every read, so a server that drips bytes cannot stretch it.
+"""
+
+from __future__ import annotations
+
+import http.cookiejar
+import ipaddress
+import time
+import urllib.parse
+from typing import TYPE_CHECKING, Any
+
+import requests
+import requests.adapters
+import urllib3
+
+from dynamo_media._errors import FetchError
+from dynamo_media.fetch._policy import check_url, resolve_checked
+from dynamo_media.fetch._url import ParsedURL, parse_http_url, shorten_url
+
+if TYPE_CHECKING:
+    from dynamo_media.config import FetchPolicy, Resolver
+
+__all__ = ["HttpClient"]
+
+_CHUNK = 1 << 20
+_POOL_SIZE = 32
+_REDIRECTS = (301, 302, 303, 307, 308)
+
+
+class _PinnedAdapter(requests.adapters.HTTPAdapter):
+    """Connects to the address in the URL, but names the ``Host`` header's host to TLS."""
+
+    def build_connection_pool_key_attributes(  # type: ignore[override]
+        self, request: requests.PreparedRequest, verify: Any, cert: Any = None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        params, kwargs = super().build_connection_pool_key_attributes(request, verify, cert)
+        host_params: dict[str, Any] = dict(params)
+        pool_kwargs: dict[str, Any] = dict(kwargs)
+        if host_params["scheme"] == "https":
+            name = urllib.parse.urlsplit("//" + request.headers["Host"]).hostname
+            pool_kwargs["server_hostname"] = name
+            pool_kwargs["assert_hostname"] = name
+        return host_params, pool_kwargs
+
+
+class _Deadline:
+    def __init__(self, timeout_ms: int, url: str) -> None:
+        self.timeout_ms = timeout_ms
+        self.url = url
+        self.end = time.monotonic() + timeout_ms / 1000
+
+    def expired(self) -> FetchError:
+        return FetchError(
+            f"Fetching {shorten_url(self.url)} took longer than timeout_ms ({self.timeout_ms})"
+        )
+
+    def remaining(self) -> float:
+        left = self.end - time.monotonic()
+        if left <= 0:
+            raise self.expired()
+        return left
+
+
+class HttpClient:
+    """A pooled HTTP client bound to one policy.
+
+    Args:
+        policy: what may be fetched.
+        resolver: ``(host, port) -> addresses``. Default: the system's DNS.
+    """
+
+    def __init__(self, policy: FetchPolicy, *, resolver: Resolver | None = None) -> None:
+        self.policy = policy
+        self.resolver = resolver
+        session = requests.Session()
+        session.trust_env = False  # no proxies or .netrc from the environment
+        session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+        adapter = _PinnedAdapter(pool_connections=_POOL_SIZE, pool_maxsize=_POOL_SIZE)
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+        session.headers.clear()
+        session.headers.update(
+            {"User-Agent": policy.user_agent, "Accept": "*/*", "Accept-Encoding": "identity"}
+        )
+        self.session = session
+
+    def _pinned_url(self, parsed: ParsedURL, url: str) -> str:
+        ip = resolve_checked(parsed, self.policy, url, self.resolver)
+        host = f"[{ip}]" if isinstance(ip, ipaddress.IPv6Address) else str(ip)
+        return f"{parsed.scheme}://{host}:{parsed.port}{parsed.target}"
+
+    def get(self, url: str) -> tuple[bytes, str | None]:
+        """Downloads a URL, following redirects under the policy.
+
+        Returns:
+            The body and the ``Content-Type`` (without parameters), if any.
+
+        Raises:
+            PolicyError: the URL or a redirect is refused.
+            FetchError: HTTP error status, timeout, refused connection, too many redirects,
+                oversize body.
+        """
+        deadline = _Deadline(self.policy.timeout_ms, url)
+        for _hop in range(self.policy.max_redirects + 1):
+            parsed = parse_http_url(url)
+            check_url(parsed, self.policy, url)
+            pinned = self._pinned_url(parsed, url)
+            response = self._send(pinned, parsed, url, deadline)
+            with response:
+                if response.status_code in _REDIRECTS and "Location" in response.headers:
+                    url = urllib.parse.urljoin(url, response.headers["Location"])
+                    continue
+                return self._body(response, url, deadline)
+        raise FetchError(
+            f"Too many redirects fetching {shorten_url(url)} (max_redirects is "
+            f"{self.policy.max_redirects})"
+        )
+
+    def _send(
+        self, pinned: str, parsed: ParsedURL, url: str, deadline: _Deadline
+    ) -> requests.Response:
+        remaining = deadline.remaining()
+        try:
+            return self.session.get(
+                pinned,
+                headers={"Host": parsed.host_header},
+                stream=True,
+                allow_redirects=False,
+                timeout=(remaining, remaining),
+            )
+        except requests.Timeout as exc:
+            raise deadline.expired() from exc
+        except requests.RequestException as exc:
+            raise FetchError(f"Cannot fetch {shorten_url(url)}: {type(exc).__name__}") from exc
+
+    def _body(
+        self, response: requests.Response, url: str, deadline: _Deadline
+    ) -> tuple[bytes, str | None]:
+        shown = shorten_url(url)
+        if response.status_code >= 400:
+            raise FetchError(f"HTTP {response.status_code} fetching {shown}")
+        if response.status_code != 200:
+            raise FetchError(f"Unexpected HTTP {response.status_code} fetching {shown}")
+        limit = self.policy.max_bytes
+        declared = response.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise FetchError(
+                f"{shown} is {declared} bytes, over max_bytes ({limit}); raise max_bytes or "
+                "send a smaller file"
+            )
+        raw: urllib3.HTTPResponse = response.raw
+        sock = getattr(raw.connection, "sock", None)
+        body = bytearray()
+        try:
+            while True:
+                if sock is not None:
+                    sock.settimeout(deadline.remaining())
+                chunk = raw.read(_CHUNK, decode_content=True)
+                if not chunk:
+                    break
+                body += chunk
+                if len(body) > limit:
+                    raise FetchError(
+                        f"{shown} is over max_bytes ({limit}) bytes; raise max_bytes or send "
+                        "a smaller file"
+                    )
+                deadline.remaining()
+        except (urllib3.exceptions.ReadTimeoutError, TimeoutError) as exc:
+            raise deadline.expired() from exc
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise FetchError(f"Connection broke while fetching {shown}") from exc
+        mime = response.headers.get("Content-Type")
+        return bytes(body), (mime.partition(";")[0].strip().lower() or None) if mime else None

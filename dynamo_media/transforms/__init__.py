@@ -1,0 +1,19 @@
+"""Composable media transforms: ``FetchURL -> CheckVideoLimits -> DecodeVideo -> NixlRegister``."""
+
+from dynamo_media._media import DecodedMedia, EncodedMedia
+from dynamo_media.transforms._container import Compose
+from dynamo_media.transforms._fetch import FetchURL
+from dynamo_media.transforms._image import CheckImageLimits, DecodeImage
+from dynamo_media.transforms._pipeline import build_pipeline
+from dynamo_media.transforms._transform import Transform
+
+__all__ = [
+    "CheckImageLimits",
+    "Compose",
+    "DecodeImage",
+    "DecodedMedia",
+    "EncodedMedia",
+    "FetchURL",
+    "Transform",
+    "build_pipeline",
+]

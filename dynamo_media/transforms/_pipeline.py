@@ -1,0 +1,43 @@
+"""``build_pipeline``: the transforms for one modality, from configured options."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dynamo_media.config import ImageOptions, MediaFetcher
+from dynamo_media.transforms._container import Compose
+from dynamo_media.transforms._fetch import FetchURL
+from dynamo_media.transforms._image import CheckImageLimits, DecodeImage
+from dynamo_media.transforms._transform import Transform
+
+__all__ = ["build_pipeline"]
+
+
+def build_pipeline(
+    modality: str,
+    options: Any,
+    *,
+    fetcher: MediaFetcher,
+    device: str = "cpu",
+) -> Compose:
+    """``FetchURL -> Check*Limits -> Decode* [-> ToCUDA] [-> NixlRegister]``.
+
+    Args:
+        modality: ``"image"``, ``"video"`` or ``"audio"``.
+        options: the modality's options (``ImageOptions``, ...).
+        fetcher: fetches the URL.
+        device: where the tensor ends up. Default: ``"cpu"``.
+
+    Returns:
+        The pipeline.
+    """
+    steps: list[Transform] = [FetchURL(fetcher)]
+    if modality == "image":
+        assert isinstance(options, ImageOptions)
+        steps += [
+            CheckImageLimits(options.limits, mode=options.mode),
+            DecodeImage.from_options(options, device=device),
+        ]
+    else:
+        raise ValueError(f"Unknown modality {modality!r}; expected 'image', 'video' or 'audio'")
+    return Compose(steps)

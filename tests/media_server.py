@@ -1,0 +1,115 @@
+"""A real threaded HTTP server on 127.0.0.1 for fetch tests and benchmarks; it counts hits.
+
+Routes:
+    /file/<name>                 a registered body (Content-Type from ``add``)
+    /chunked/<name>              the same body, chunked (no Content-Length)
+    /redirect?to=<url>           302 to ``url``
+    /status/<code>               that status, empty body
+    /slow?seconds=<s>            headers, then a wait, then a small body
+    /drip?bytes=<n>&every=<s>    one byte every ``every`` seconds
+"""
+
+from __future__ import annotations
+
+import collections
+import http.server
+import threading
+import time
+import urllib.parse
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    server: MediaServer
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def _send(
+        self,
+        status: int,
+        body: bytes,
+        mime: str = "application/octet-stream",
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", mime)
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        url = urllib.parse.urlsplit(self.path)
+        query = dict(urllib.parse.parse_qsl(url.query))
+        self.server.hits[url.path] += 1
+        self.server.hosts.append(self.headers.get("Host", ""))
+        kind, _, name = url.path.strip("/").partition("/")
+        if kind == "file" and name in self.server.files:
+            body, mime = self.server.files[name]
+            self._send(200, body, mime)
+        elif kind == "chunked" and name in self.server.files:
+            body, mime = self.server.files[name]
+            self.send_response(200)
+            self.send_header("Content-Type", mime)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for i in range(0, len(body), 65536):
+                piece = body[i : i + 65536]
+                self.wfile.write(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
+            self.wfile.write(b"0\r\n\r\n")
+        elif kind == "redirect":
+            self._send(302, b"", headers={"Location": query["to"]})
+        elif kind == "status":
+            self._send(int(name), b"")
+        elif kind == "slow":
+            self.send_response(200)
+            self.send_header("Content-Length", "4")
+            self.end_headers()
+            time.sleep(float(query.get("seconds", "2")))
+            self.wfile.write(b"late")
+        elif kind == "drip":
+            n, every = int(query.get("bytes", "100")), float(query.get("every", "0.1"))
+            self.send_response(200)
+            self.send_header("Content-Length", str(n))
+            self.end_headers()
+            try:
+                for _ in range(n):
+                    self.wfile.write(b"x")
+                    self.wfile.flush()
+                    time.sleep(every)
+            except OSError:
+                pass
+        else:
+            self._send(404, b"not found", "text/plain")
+
+
+class MediaServer(http.server.ThreadingHTTPServer):
+    """Serves registered bodies on 127.0.0.1 (a free port) from a background thread."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.files: dict[str, tuple[bytes, str]] = {}
+        self.hits: collections.Counter[str] = collections.Counter()
+        self.hosts: list[str] = []
+        self._thread = threading.Thread(target=self.serve_forever, daemon=True)
+        self._thread.start()
+
+    @property
+    def port(self) -> int:
+        return self.server_address[1]
+
+    def add(self, name: str, body: bytes, mime: str = "application/octet-stream") -> str:
+        """Registers a body; returns its path (``/file/<name>``)."""
+        self.files[name] = (body, mime)
+        return f"/file/{name}"
+
+    def url(self, path: str, host: str = "media.test") -> str:
+        return f"http://{host}:{self.port}{path}"
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()

@@ -1,0 +1,54 @@
+import dynamo_media
+import dynamo_media.fetch
+import dynamo_media.transforms
+
+
+def test_root_exports() -> None:
+    assert dynamo_media.__all__ == sorted(dynamo_media.__all__)
+    assert dynamo_media.__all__ == [
+        "AudioLimits",
+        "AudioOptions",
+        "DecodeError",
+        "DecodedMedia",
+        "EncodedMedia",
+        "FetchError",
+        "FetchPolicy",
+        "ImageLimits",
+        "ImageOptions",
+        "InvalidOptions",
+        "LimitExceeded",
+        "MediaDecoder",
+        "MediaError",
+        "MediaFetcher",
+        "ModalityDisabled",
+        "Overloaded",
+        "PolicyError",
+        "VideoLimits",
+        "VideoOptions",
+        "decode_image",
+        "probe_image",
+        "sample_frame_indices",
+    ]
+    for name in dynamo_media.__all__:
+        assert getattr(dynamo_media, name) is not None
+
+
+def test_transforms_exports() -> None:
+    assert dynamo_media.transforms.__all__ == sorted(dynamo_media.transforms.__all__)
+    assert dynamo_media.transforms.__all__ == [
+        "CheckImageLimits",
+        "Compose",
+        "DecodeImage",
+        "DecodedMedia",
+        "EncodedMedia",
+        "FetchURL",
+        "Transform",
+        "build_pipeline",
+    ]
+
+
+def test_subpackages_sorted() -> None:
+    for module in (dynamo_media.fetch, dynamo_media.decode):
+        assert module.__all__ == sorted(module.__all__)
+        for name in module.__all__:
+            assert hasattr(module, name)
