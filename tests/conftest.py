@@ -19,7 +19,7 @@ HOSTS = {
 }
 
 
-def test_resolver(host: str, port: int) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+def resolve_test_host(host: str, port: int) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
     """Maps the test names to addresses without touching DNS."""
     if host not in HOSTS:
         raise OSError(f"unknown test host {host}")
@@ -38,7 +38,7 @@ def fetcher(server: MediaServer) -> MediaFetcher:
     """A fetcher that may reach the local test server (a private address, an explicit port)."""
     server.hits.clear()
     return (
-        MediaFetcher(resolver=test_resolver)
+        MediaFetcher(resolver=resolve_test_host)
         .allow_private_ips(True)
         .allow_direct_port(True)
         .timeout_ms(5000)

@@ -1,13 +1,17 @@
 """Image decoding: limits from the header first, then torchvision.io (or Pillow for the rest).
 
-JPEG, PNG, WebP (still) decode with torchvision.io (libjpeg-turbo, libpng, libwebp), which is
-1.8-2.1x faster than Pillow on JPEG. GIF (first frame only: torchvision would decode every frame
-of an animation), animated WebP, BMP, TIFF, AVIF and whatever else Pillow opens go through Pillow.
-Every path gives 8-bit RGB (or RGBA): EXIF orientation applied, grayscale/palette/CMYK expanded,
-16-bit reduced to its high byte, transparency composited on ``background`` in RGB mode.
+JPEG, PNG and still WebP decode with torchcodec's image decoders (libjpeg-turbo, libpng,
+libwebp): as fast as torchvision.io and 1.8-2.1x faster than Pillow on JPEG, and unlike
+torchvision 0.29's ``decode_png``, which crashes the process (SIGSEGV) on a PNG with a bad CRC,
+torchcodec reports libpng's errors as exceptions (see benchmarks/images.py and
+tests/test_image.py). GIF (first frame only: the native decoders decode every frame of an
+animation), animated WebP, BMP, TIFF, AVIF and whatever else Pillow opens go through Pillow.
+Every path gives 8-bit RGB (or RGBA): EXIF orientation applied (torchcodec does it for JPEG, PNG
+and WebP), grayscale/palette/CMYK expanded, 16-bit scaled to 8, and transparency
+composited on ``background`` in RGB mode.
 
 # Note [layout views]
-libjpeg, libpng and libwebp write pixels channels-last. torchvision returns ``CHW`` as a permuted
+libjpeg, libpng and libwebp write pixels channels-last. The decoders return ``CHW`` as a permuted
 view of that ``HWC`` memory, so ``layout="CHW"`` (the default) costs no copy, and the tensor is not
 contiguous. Whoever needs contiguous memory (NIXL registration) copies once, into its own buffer.
 """
@@ -20,7 +24,7 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 import torch
-import torchvision.io as tvio
+from torchcodec import decoders as tcd
 
 from dynamo_media._errors import DecodeError, LimitExceeded
 from dynamo_media._media import DecodedMedia, EncodedMedia, options_hash
@@ -31,7 +35,7 @@ from dynamo_media.decode._source import Source, read_source
 
 __all__ = ["check_image_limits", "decode_image"]
 
-_TORCHVISION_FORMATS = {"jpeg", "png", "webp"}
+_NATIVE = {"jpeg": tcd.decode_jpeg, "png": tcd.decode_png, "webp": tcd.decode_webp}
 _DEFAULT_LIMITS = ImageLimits()
 _WHITE = (255, 255, 255)
 
@@ -76,23 +80,15 @@ def _composite(rgba: torch.Tensor, background: Sequence[int]) -> torch.Tensor:
     return out.to(torch.uint8)
 
 
-def _to_8bit(pixels: torch.Tensor) -> torch.Tensor:
-    if pixels.dtype == torch.uint16:
-        return (pixels.to(torch.int32) >> 8).to(torch.uint8)
-    return pixels
-
-
-def _decode_torchvision(data: bytes, info: ImageInfo, mode: str, device: str) -> torch.Tensor:
+def _decode_native(data: bytes, info: ImageInfo, mode: str, device: str) -> torch.Tensor:
     encoded = torch.frombuffer(bytearray(data), dtype=torch.uint8)
-    keep_alpha = mode == "RGBA" or info.has_alpha
-    read_mode = tvio.ImageReadMode.RGB_ALPHA if keep_alpha else tvio.ImageReadMode.RGB
-    if device != "cpu" and info.format == "jpeg":
-        out = tvio.decode_jpeg(encoded, mode=read_mode, device=device, apply_exif_orientation=True)
-        assert isinstance(out, torch.Tensor)
-        return out
-    if info.format == "webp":  # torchvision reads no EXIF orientation from WebP
-        return tvio.decode_webp(encoded, mode=read_mode)
-    return _to_8bit(tvio.decode_image(encoded, mode=read_mode, apply_exif_orientation=True))
+    read_mode = "RGB_ALPHA" if mode == "RGBA" or info.has_alpha else "RGB"
+    if info.format == "jpeg" and device != "cpu":
+        pixels = tcd.decode_jpeg(encoded, mode=read_mode, device=device)  # nvJPEG
+    else:
+        pixels = _NATIVE[info.format](encoded, mode=read_mode)
+    assert isinstance(pixels, torch.Tensor)
+    return pixels
 
 
 def _decode_pillow(data: bytes, mode: str) -> torch.Tensor:
@@ -149,8 +145,8 @@ def decode_image(
     info = probe if isinstance(probe, ImageInfo) else probe_image(data)
     check_image_limits(info, mode=mode, limits=limits)
     try:
-        if info.format in _TORCHVISION_FORMATS and not info.animated:
-            pixels = _decode_torchvision(data, info, mode, device)
+        if info.format in _NATIVE and not info.animated:
+            pixels = _decode_native(data, info, mode, device)
         else:
             pixels = _decode_pillow(data, mode)
     except (RuntimeError, OSError, ValueError, SyntaxError) as exc:

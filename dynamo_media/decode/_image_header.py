@@ -131,6 +131,18 @@ def _png(data: bytes) -> ImageInfo:
     return ImageInfo("png", width, height, mode, has_alpha, orientation, depth, animated)
 
 
+def _webp_orientation(data: bytes) -> int:
+    """The orientation in a WebP's EXIF chunk, which usually follows the image data."""
+    i = 12
+    while i + 8 <= len(data):
+        size = int.from_bytes(data[i + 4 : i + 8], "little")
+        if data[i : i + 4] == b"EXIF":
+            exif = data[i + 8 : i + 8 + size]
+            return _exif_orientation(exif[6:] if exif.startswith(b"Exif\0\0") else exif)
+        i += 8 + size + (size & 1)
+    return 1
+
+
 def _webp(data: bytes) -> ImageInfo:
     chunk = data[12:16]
     if chunk == b"VP8 " and len(data) >= 30 and data[23:26] == b"\x9d\x01\x2a":
@@ -146,7 +158,10 @@ def _webp(data: bytes) -> ImageInfo:
         w = int.from_bytes(data[24:27], "little") + 1
         h = int.from_bytes(data[27:30], "little") + 1
         alpha, animated = bool(flags & 0x10), bool(flags & 0x02)
-        return ImageInfo("webp", w, h, "RGBA" if alpha else "RGB", alpha, animated=animated)
+        orientation = _webp_orientation(data) if flags & 0x08 else 1
+        return ImageInfo(
+            "webp", w, h, "RGBA" if alpha else "RGB", alpha, orientation, animated=animated
+        )
     raise DecodeError("truncated or corrupt WebP header")
 
 

@@ -161,7 +161,7 @@ class HttpClient:
             while True:
                 if sock is not None:
                     sock.settimeout(deadline.remaining())
-                chunk = raw.read(_CHUNK, decode_content=True)
+                chunk = raw.read1(_CHUNK, decode_content=True)  # returns what has arrived
                 if not chunk:
                     break
                 body += chunk

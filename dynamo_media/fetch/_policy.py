@@ -35,7 +35,7 @@ def address_refusal(ip: IPAddress) -> str | None:
     """Why an address is not public (``"loopback"``, ``"private"``, ...), or ``None``."""
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
-    for reason in ("unspecified", "loopback", "private", "link_local", "multicast", "reserved"):
+    for reason in ("unspecified", "loopback", "link_local", "multicast", "reserved", "private"):
         if getattr(ip, f"is_{reason}"):
             return reason.replace("_", "-")
     if not ip.is_global:

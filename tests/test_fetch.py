@@ -1,0 +1,336 @@
+import asyncio
+import base64
+import hashlib
+import time
+from pathlib import Path
+
+import pytest
+
+from dynamo_media import DecodeError, EncodedMedia, FetchError, MediaFetcher, PolicyError
+from dynamo_media.fetch import address_refusal, domain_allowed, parse_http_url
+from dynamo_media.transforms import FetchURL
+from tests.conftest import resolve_test_host
+from tests.media_server import MediaServer
+
+PNG = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+)
+
+
+class TestURLParsing:
+    @pytest.mark.parametrize(
+        ("url", "host"),
+        [
+            ("http://2130706433/", "127.0.0.1"),
+            ("http://0x7f.1/", "127.0.0.1"),
+            ("http://0x7f000001/", "127.0.0.1"),
+            ("http://127.1/", "127.0.0.1"),
+            ("http://0177.0.0.1/", "127.0.0.1"),
+            ("http://0.0.0.0/", "0.0.0.0"),
+            ("http://[::ffff:127.0.0.1]/", "::ffff:7f00:1"),
+            ("http://EXAMPLE.com./a", "example.com"),
+            ("http://bücher.de/", "xn--bcher-kva.de"),
+        ],
+    )
+    def test_hosts_are_canonical(self, url: str, host: str) -> None:
+        assert parse_http_url(url).host == host
+
+    @pytest.mark.parametrize(
+        ("url", "message"),
+        [
+            ("http://allowed.com@evil.com/", "credentials"),
+            ("http://allowed.com\\@evil.com/", "backslash"),
+            ("http://evil.com\\allowed.com/", "backslash"),
+            ("http://%65vil.com/", "Percent-encoded"),
+            ("http://ev il.com/", "space or control"),
+            ("http://evil.com\n/", "space or control"),
+            ("http://1.2.3.4.5/", "not a valid IPv4"),
+            ("http://256.0.0.1/", "out of range"),
+            ("http://a..com/", "Invalid host"),
+            ("http://a.com:99999/", "Invalid port"),
+            ("http:///x", "no host"),
+            ("ftp://a.com/", "Not an http"),
+        ],
+    )
+    def test_tricks_are_refused(self, url: str, message: str) -> None:
+        with pytest.raises(PolicyError, match=message):
+            parse_http_url(url)
+
+    def test_default_port_is_not_explicit(self) -> None:
+        assert not parse_http_url("http://a.com:80/").explicit_port
+        assert parse_http_url("https://a.com:8443/").explicit_port
+
+
+class TestPolicyPieces:
+    @pytest.mark.parametrize(
+        ("host", "allowed"),
+        [
+            ("google.com", True),
+            ("img.google.com", False),
+            ("img.cdn.test", True),
+            ("a.b.cdn.test", True),
+            ("cdn.test", False),
+            ("evilcdn.test", False),
+            ("google.com.evil.test", False),
+        ],
+    )
+    def test_domain_allowlist(self, host: str, allowed: bool) -> None:
+        assert domain_allowed(host, ["Google.COM.", "*.cdn.test"]) is allowed
+
+    @pytest.mark.parametrize(
+        ("ip", "reason"),
+        [
+            ("127.0.0.1", "loopback"),
+            ("10.1.2.3", "private"),
+            ("172.16.0.1", "private"),
+            ("192.168.1.1", "private"),
+            ("169.254.169.254", "link-local"),
+            ("224.0.0.1", "multicast"),
+            ("0.0.0.0", "unspecified"),
+            ("100.64.0.1", "not globally routable"),
+            ("::1", "loopback"),
+            ("fe80::1", "link-local"),
+            ("fc00::1", "private"),
+            ("::ffff:127.0.0.1", "loopback"),
+            ("::ffff:10.0.0.1", "private"),
+            ("93.184.216.34", None),
+            ("2606:4700::1111", None),
+        ],
+    )
+    def test_address_refusal(self, ip: str, reason: str | None) -> None:
+        import ipaddress
+
+        assert address_refusal(ipaddress.ip_address(ip)) == reason
+
+
+class TestMediaFetcher:
+    def test_fetches_with_mime_and_hash(self, server: MediaServer, fetcher: MediaFetcher) -> None:
+        path = server.add("one.png", PNG, "image/png")
+        enc = fetcher.fetch(server.url(path))
+        assert enc.data == PNG
+        assert enc.mime == "image/png"
+        assert enc.content_hash == hashlib.sha256(PNG).hexdigest()
+        assert enc.source == server.url(path)
+        assert server.hosts[-1] == f"media.test:{server.port}"  # Host header kept
+
+    def test_sniffs_generic_mime(self, server: MediaServer, fetcher: MediaFetcher) -> None:
+        path = server.add("noext", PNG, "application/octet-stream")
+        assert fetcher.fetch(server.url(path)).mime == "image/png"
+
+    def test_chunked_body(self, server: MediaServer, fetcher: MediaFetcher) -> None:
+        server.add("big.bin", bytes(range(256)) * 4096)
+        enc = fetcher.fetch(server.url("/chunked/big.bin"))
+        assert enc.data == bytes(range(256)) * 4096
+
+    def test_private_address_refused_without_a_request(self, server: MediaServer) -> None:
+        server.hits.clear()
+        fetcher = MediaFetcher(resolver=resolve_test_host).allow_direct_port(True)
+        path = server.add("secret.png", PNG)
+        with pytest.raises(PolicyError, match=r"resolves to 127\.0\.0\.1, a loopback address"):
+            fetcher.fetch(server.url(path))
+        assert server.hits[path] == 0
+
+    def test_any_private_record_refuses(self) -> None:
+        fetcher = MediaFetcher(
+            resolver=lambda host, port: [
+                *resolve_test_host("public.test", port),
+                *resolve_test_host("rebind.test", port),
+            ]
+        )
+        with pytest.raises(PolicyError, match=r"10\.0\.0\.7, a private address"):
+            fetcher.fetch("http://public.test/x.png")
+
+    @pytest.mark.parametrize(
+        "host", ["127.0.0.1", "2130706433", "0x7f.1", "127.1", "[::ffff:127.0.0.1]", "0.0.0.0"]
+    )
+    def test_direct_ip_tricks_refused(self, server: MediaServer, host: str) -> None:
+        server.hits.clear()
+        fetcher = MediaFetcher(resolver=resolve_test_host).allow_direct_port(True)
+        path = server.add("x.png", PNG)
+        with pytest.raises(PolicyError, match="direct IPs are refused"):
+            fetcher.fetch(f"http://{host}:{server.port}{path}")
+        fetcher.allow_direct_ip(True)  # still a non-public address
+        with pytest.raises(PolicyError, match="address; refused"):
+            fetcher.fetch(f"http://{host}:{server.port}{path}")
+        assert sum(server.hits.values()) == 0
+
+    def test_explicit_port_refused_by_default(self, server: MediaServer) -> None:
+        fetcher = MediaFetcher(resolver=resolve_test_host).allow_private_ips(True)
+        with pytest.raises(PolicyError, match=r"names port \d+; explicit ports are refused"):
+            fetcher.fetch(server.url("/file/x.png"))
+
+    def test_allowlist(self, server: MediaServer, fetcher: MediaFetcher) -> None:
+        path = server.add("a.png", PNG)
+        fetcher.allowed_media_domains(["MEDIA.test."])
+        assert fetcher.fetch(server.url(path, host="Media.Test.")).data == PNG
+        with pytest.raises(PolicyError, match="'other.test' .* not in allowed_media_domains"):
+            fetcher.fetch(server.url(path, host="other.test"))
+        assert server.hits[path] == 1
+
+    def test_redirect_followed_and_rechecked(
+        self, server: MediaServer, fetcher: MediaFetcher
+    ) -> None:
+        path = server.add("r.png", PNG)
+        target = server.url(path)
+        assert fetcher.fetch(server.url(f"/redirect?to={target}")).data == PNG
+        fetcher.allowed_media_domains(["media.test"])
+        evil = server.add("evil.png", PNG)
+        with pytest.raises(PolicyError, match="'evil.test' .* not in allowed_media_domains"):
+            fetcher.fetch(server.url(f"/redirect?to={server.url(evil, host='evil.test')}"))
+        assert server.hits[evil] == 0
+
+    def test_redirect_to_private_address_refused(self, server: MediaServer) -> None:
+        server.hits.clear()
+        # The first hop is allowed to be private here only through a mapped public name.
+        fetcher = MediaFetcher(resolver=resolve_test_host).allow_direct_port(True)
+        fetcher.allow_private_ips(True)
+        inner = server.add("inner.png", PNG)
+        hop = server.url(f"/redirect?to=http://127.0.0.1:{server.port}{inner}")
+        with pytest.raises(PolicyError, match="direct IPs are refused"):
+            fetcher.fetch(hop)
+        assert server.hits[inner] == 0
+
+    def test_too_many_redirects(self, server: MediaServer, fetcher: MediaFetcher) -> None:
+        url = server.url(server.add("deep.png", PNG))
+        for _ in range(4):
+            url = server.url(f"/redirect?to={url}")
+        with pytest.raises(FetchError, match=r"Too many redirects .* \(max_redirects is 3\)"):
+            fetcher.fetch(url)
+        assert fetcher.max_redirects(4).fetch(url).data == PNG
+
+    @pytest.mark.parametrize("status", [404, 500])
+    def test_http_errors(self, server: MediaServer, fetcher: MediaFetcher, status: int) -> None:
+        with pytest.raises(FetchError, match=f"HTTP {status} fetching http://media.test"):
+            fetcher.fetch(server.url(f"/status/{status}"))
+
+    def test_slow_response_hits_the_deadline(
+        self, server: MediaServer, fetcher: MediaFetcher
+    ) -> None:
+        fetcher.timeout_ms(300)
+        start = time.monotonic()
+        with pytest.raises(FetchError, match=r"longer than timeout_ms \(300\)"):
+            fetcher.fetch(server.url("/slow?seconds=3"))
+        assert time.monotonic() - start < 2
+
+    def test_dripping_body_hits_one_deadline(
+        self, server: MediaServer, fetcher: MediaFetcher
+    ) -> None:
+        # Each byte arrives well within the timeout, but the whole body does not.
+        fetcher.timeout_ms(500)
+        start = time.monotonic()
+        with pytest.raises(FetchError, match="longer than timeout_ms"):
+            fetcher.fetch(server.url("/drip?bytes=50&every=0.05"))
+        assert time.monotonic() - start < 1.5
+
+    def test_max_bytes_from_content_length(
+        self, server: MediaServer, fetcher: MediaFetcher
+    ) -> None:
+        path = server.add("large.bin", b"x" * 5000)
+        with pytest.raises(FetchError, match=r"5000 bytes, over max_bytes \(4096\)"):
+            fetcher.max_bytes(4096).fetch(server.url(path))
+
+    def test_max_bytes_while_streaming(self, server: MediaServer, fetcher: MediaFetcher) -> None:
+        server.add("stream.bin", b"x" * 300_000)
+        with pytest.raises(FetchError, match=r"over max_bytes \(100000\)"):
+            fetcher.max_bytes(100_000).fetch(server.url("/chunked/stream.bin"))
+
+    def test_unreachable(self, fetcher: MediaFetcher) -> None:
+        with pytest.raises(FetchError, match="Cannot fetch"):
+            fetcher.fetch("http://media.test:9/x.png")  # nothing listens on the discard port
+
+    def test_unknown_host(self, fetcher: MediaFetcher) -> None:
+        with pytest.raises(FetchError, match="Cannot resolve host 'nowhere.test'"):
+            fetcher.fetch("http://nowhere.test/x.png")
+
+    def test_afetch_runs_concurrently(self, server: MediaServer, fetcher: MediaFetcher) -> None:
+        async def many() -> list[EncodedMedia]:
+            return await asyncio.gather(
+                *(fetcher.afetch(server.url("/slow?seconds=0.3")) for _ in range(8))
+            )
+
+        start = time.monotonic()
+        results = asyncio.run(many())
+        assert [r.data for r in results] == [b"late"] * 8
+        assert time.monotonic() - start < 8 * 0.3 / 2
+
+
+class TestDataURL:
+    def test_good(self) -> None:
+        url = "data:image/png;base64," + base64.b64encode(PNG).decode()
+        enc = MediaFetcher().fetch(url)
+        assert enc.data == PNG
+        assert enc.mime == "image/png"
+        assert enc.source.startswith("data:image/png;base64,...(")
+        assert base64.b64encode(PNG).decode() not in repr(enc)
+
+    def test_no_mime_is_sniffed(self) -> None:
+        enc = MediaFetcher().fetch("data:;base64," + base64.b64encode(PNG).decode())
+        assert enc.mime == "image/png"
+
+    def test_allowlist_does_not_apply(self) -> None:
+        fetcher = MediaFetcher().allowed_media_domains(["example.com"])
+        assert fetcher.fetch("data:image/png;base64," + base64.b64encode(PNG).decode()).data == PNG
+
+    @pytest.mark.parametrize(
+        ("url", "error", "message"),
+        [
+            ("data:image/png;base64,!!!notbase64", DecodeError, "Invalid base64"),
+            ("data:image/png;base64,abc", DecodeError, "Invalid base64"),
+            ("data:text/plain,hello", PolicyError, "Only base64"),
+            ("data:image/png;base64", DecodeError, "no ','"),
+        ],
+    )
+    def test_malformed(self, url: str, error: type, message: str) -> None:
+        with pytest.raises(error, match=message):
+            MediaFetcher().fetch(url)
+
+    def test_size_cap_applies_before_decoding(self) -> None:
+        url = "data:image/png;base64," + "A" * 8000
+        with pytest.raises(FetchError, match=r"about 6000 bytes, over max_bytes \(1000\)"):
+            MediaFetcher().max_bytes(1000).fetch(url)
+
+
+class TestFileURL:
+    def test_refused_by_default(self, tmp_path: Path) -> None:
+        (tmp_path / "a.png").write_bytes(PNG)
+        with pytest.raises(PolicyError, match="set allowed_local_media_path"):
+            MediaFetcher().fetch(f"file://{tmp_path}/a.png")
+
+    def test_under_the_root(self, tmp_path: Path) -> None:
+        (tmp_path / "a.png").write_bytes(PNG)
+        fetcher = MediaFetcher().allowed_local_media_path(str(tmp_path))
+        assert fetcher.fetch(f"file://{tmp_path}/a.png").data == PNG
+
+    def test_dotdot_and_symlinks_are_resolved(self, tmp_path: Path) -> None:
+        root, outside = tmp_path / "media", tmp_path / "secret.png"
+        root.mkdir()
+        outside.write_bytes(PNG)
+        (root / "link.png").symlink_to(outside)
+        fetcher = MediaFetcher().allowed_local_media_path(str(root))
+        for url in (f"file://{root}/../secret.png", f"file://{root}/link.png"):
+            with pytest.raises(PolicyError, match="outside allowed_local_media_path"):
+                fetcher.fetch(url)
+
+    def test_missing_and_too_large(self, tmp_path: Path) -> None:
+        fetcher = MediaFetcher().allowed_local_media_path(str(tmp_path)).max_bytes(10)
+        with pytest.raises(FetchError, match="Cannot read"):
+            fetcher.fetch(f"file://{tmp_path}/none.png")
+        (tmp_path / "a.png").write_bytes(PNG)
+        with pytest.raises(FetchError, match="over max_bytes"):
+            fetcher.fetch(f"file://{tmp_path}/a.png")
+
+
+def test_unsupported_scheme() -> None:
+    with pytest.raises(PolicyError, match="Unsupported URL scheme 'ftp'"):
+        MediaFetcher().fetch("ftp://example.com/a.png")
+
+
+class TestFetchURL:
+    def test_transform_fetches_and_passes_through(
+        self, server: MediaServer, fetcher: MediaFetcher
+    ) -> None:
+        fetch = FetchURL(fetcher)
+        enc = fetch(server.url(server.add("t.png", PNG)))
+        assert fetch(enc) is enc
+        assert asyncio.run(fetch.aforward(server.url("/file/t.png"))).data == PNG
+        assert repr(fetch).startswith("FetchURL(timeout_ms=5000, max_bytes='256.0 MiB'")
