@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import io
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import torch
@@ -35,7 +35,11 @@ from dynamo_media.decode._source import Source, read_source
 
 __all__ = ["check_image_limits", "decode_image"]
 
-_NATIVE = {"jpeg": tcd.decode_jpeg, "png": tcd.decode_png, "webp": tcd.decode_webp}
+_NATIVE: dict[str, Callable[..., Any]] = {
+    "jpeg": tcd.decode_jpeg,
+    "png": tcd.decode_png,
+    "webp": tcd.decode_webp,
+}
 _DEFAULT_LIMITS = ImageLimits()
 _WHITE = (255, 255, 255)
 
@@ -82,7 +86,9 @@ def _composite(rgba: torch.Tensor, background: Sequence[int]) -> torch.Tensor:
 
 def _decode_native(data: bytes, info: ImageInfo, mode: str, device: str) -> torch.Tensor:
     encoded = torch.frombuffer(bytearray(data), dtype=torch.uint8)
-    read_mode = "RGB_ALPHA" if mode == "RGBA" or info.has_alpha else "RGB"
+    read_mode: Literal["RGB", "RGB_ALPHA"] = (
+        "RGB_ALPHA" if mode == "RGBA" or info.has_alpha else "RGB"
+    )
     if info.format == "jpeg" and device != "cpu":
         pixels = tcd.decode_jpeg(encoded, mode=read_mode, device=device)  # nvJPEG
     else:
