@@ -26,7 +26,7 @@ from dynamo_media.config import (
     VideoLimits,
     VideoOptions,
 )
-from dynamo_media.decode import decode_image, probe_image
+from dynamo_media.decode import decode_image, decode_video, probe_image, probe_video
 from dynamo_media.sampling import sample_frame_indices
 
 __version__ = "0.1.0"
@@ -52,6 +52,8 @@ __all__ = [
     "VideoLimits",
     "VideoOptions",
     "decode_image",
+    "decode_video",
     "probe_image",
+    "probe_video",
     "sample_frame_indices",
 ]

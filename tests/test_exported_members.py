@@ -26,7 +26,9 @@ def test_root_exports() -> None:
         "VideoLimits",
         "VideoOptions",
         "decode_image",
+        "decode_video",
         "probe_image",
+        "probe_video",
         "sample_frame_indices",
     ]
     for name in dynamo_media.__all__:
@@ -37,8 +39,10 @@ def test_transforms_exports() -> None:
     assert dynamo_media.transforms.__all__ == sorted(dynamo_media.transforms.__all__)
     assert dynamo_media.transforms.__all__ == [
         "CheckImageLimits",
+        "CheckVideoLimits",
         "Compose",
         "DecodeImage",
+        "DecodeVideo",
         "DecodedMedia",
         "EncodedMedia",
         "FetchURL",

@@ -2,5 +2,14 @@
 
 from dynamo_media.decode._image import check_image_limits, decode_image
 from dynamo_media.decode._image_header import ImageInfo, probe_image
+from dynamo_media.decode._video import VideoProbe, decode_video, probe_video
 
-__all__ = ["ImageInfo", "check_image_limits", "decode_image", "probe_image"]
+__all__ = [
+    "ImageInfo",
+    "VideoProbe",
+    "check_image_limits",
+    "decode_image",
+    "decode_video",
+    "probe_image",
+    "probe_video",
+]

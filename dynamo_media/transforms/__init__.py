@@ -6,11 +6,14 @@ from dynamo_media.transforms._fetch import FetchURL
 from dynamo_media.transforms._image import CheckImageLimits, DecodeImage
 from dynamo_media.transforms._pipeline import build_pipeline
 from dynamo_media.transforms._transform import Transform
+from dynamo_media.transforms._video import CheckVideoLimits, DecodeVideo
 
 __all__ = [
     "CheckImageLimits",
+    "CheckVideoLimits",
     "Compose",
     "DecodeImage",
+    "DecodeVideo",
     "DecodedMedia",
     "EncodedMedia",
     "FetchURL",

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from dynamo_media.config import ImageOptions, MediaFetcher
+from dynamo_media.config import ImageOptions, MediaFetcher, VideoOptions
 from dynamo_media.transforms._container import Compose
 from dynamo_media.transforms._fetch import FetchURL
 from dynamo_media.transforms._image import CheckImageLimits, DecodeImage
 from dynamo_media.transforms._transform import Transform
+from dynamo_media.transforms._video import CheckVideoLimits, DecodeVideo
 
 __all__ = ["build_pipeline"]
 
@@ -37,6 +38,12 @@ def build_pipeline(
         steps += [
             CheckImageLimits(options.limits, mode=options.mode),
             DecodeImage.from_options(options, device=device),
+        ]
+    elif modality == "video":
+        assert isinstance(options, VideoOptions)
+        steps += [
+            CheckVideoLimits.from_options(options),
+            DecodeVideo.from_options(options, device=device),
         ]
     else:
         raise ValueError(f"Unknown modality {modality!r}; expected 'image', 'video' or 'audio'")

@@ -1,0 +1,304 @@
+"""Video decoding: probe and check first, then decode only the sampled frames (torchcodec).
+
+# Note [video probe]
+``probe_video`` opens the bytes with torchcodec's ``Demuxer`` and reads the stream header (size,
+codec, duration: the resolution and duration limits are checked here), then scans the packets
+(no decoding) for the exact frame count, every frame's timestamp and the keyframes. The sample
+(see ``sampling.py``) and the output size (``max_pixels``) follow, and ``n*H*W*3`` is checked
+against ``limits.max_alloc``: all before a single frame is decoded.
+
+``decode_video`` then builds a ``VideoDecoder`` in exact mode and asks for the sampled indices.
+Exact mode scans the packets once more (15-30 ms on a 60 s 720p clip), but approximate mode maps
+seconds to frames through the average frame rate and returned frame 28 for frame 29 of a GIF
+(tests/test_video.py): only exact mode returns the frames the formula chose. torchcodec seeks to
+the keyframe before a sampled frame only when that is ahead of where it is, decodes forward, and
+converts only the sampled frames to RGB; with ``max_pixels`` the resize happens inside that
+conversion.
+
+# Note [video threads]
+FFmpeg's frame threading pays off when the decoder runs long stretches (dense samples: most
+GOPs hold a sample, so nearly every frame is decoded anyway) and costs when it seeks often
+(every seek flushes the threads). The probe counts the frames that must be decoded (from each
+sample's keyframe on) and uses FFmpeg's automatic threading when they are more than half the
+stream, one thread otherwise (measured in benchmarks/video.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Literal
+
+import torch
+from torchcodec.decoders import Demuxer, VideoDecoder, VideoStream
+from torchcodec.transforms import Resize
+
+from dynamo_media._errors import DecodeError, InvalidOptions, LimitExceeded
+from dynamo_media._media import DecodedMedia, EncodedMedia, options_hash
+from dynamo_media._options import format_bytes
+from dynamo_media.config import VideoLimits
+from dynamo_media.decode._source import Source, read_source
+from dynamo_media.sampling import sample_frame_indices
+
+__all__ = ["VideoProbe", "decode_video", "probe_video"]
+
+_DEFAULT_LIMITS = VideoLimits()
+_DENSE = 0.5
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoProbe:
+    """What a video's header and packet scan say, and the sample chosen from it.
+
+    Attributes:
+        codec: the video codec (``"h264"``, ``"vp9"``, ...).
+        width: source width in pixels (as displayed: rotation applied).
+        height: source height in pixels.
+        out_width: width of the decoded frames (``max_pixels`` applied).
+        out_height: height of the decoded frames.
+        total_frames: frames in the stream (counted by the scan).
+        duration_seconds: from the first frame's start to the last frame's end.
+        fps: ``total_frames / duration_seconds``.
+        frames_indices: the sampled frames.
+        pts_seconds: their presentation timestamps.
+        frames_to_decode: frames FFmpeg must decode for this sample (from each sample's
+            keyframe on).
+        num_threads: FFmpeg threads chosen (see Note [video threads]); 0 means automatic.
+    """
+
+    codec: str
+    width: int
+    height: int
+    out_width: int
+    out_height: int
+    total_frames: int
+    duration_seconds: float
+    fps: float
+    frames_indices: list[int]
+    pts_seconds: list[float]
+    frames_to_decode: int
+    num_threads: int
+
+
+def _fit(width: int, height: int, max_pixels: int | None) -> tuple[int, int]:
+    """The largest even size within ``max_pixels`` with the source's aspect ratio."""
+    if max_pixels is None or width * height <= max_pixels:
+        return width, height
+    scale = math.sqrt(max_pixels / (width * height))
+    return max(2, int(width * scale) // 2 * 2), max(2, int(height * scale) // 2 * 2)
+
+
+def _frames_to_decode(indices: list[int], key_frames: list[int]) -> int:
+    """Frames decoded when each sample is reached from its keyframe (overlaps counted once)."""
+    total, pos, k = 0, -1, 0
+    for i in indices:
+        while k + 1 < len(key_frames) and key_frames[k + 1] <= i:
+            k += 1
+        start = max(key_frames[k] if key_frames else 0, pos + 1)
+        total += max(0, i - start + 1)
+        pos = max(pos, i)
+    return total
+
+
+def _open(data: bytes) -> Demuxer:
+    try:
+        return Demuxer(data)
+    except ValueError as exc:
+        raise DecodeError(f"no video stream in the file ({exc})") from exc
+    except RuntimeError as exc:
+        raise DecodeError(f"not a video container FFmpeg can read: {exc}") from exc
+
+
+def probe_video(
+    source: Source,
+    *,
+    num_frames: int | None = None,
+    fps: float | None = None,
+    max_frames: int | None = None,
+    strict: bool = False,
+    max_pixels: int | None = None,
+    limits: VideoLimits = _DEFAULT_LIMITS,
+) -> VideoProbe:
+    """Reads a video's header and packets, picks the sample, and checks the limits.
+
+    See Note [video probe]. Arguments are those of ``decode_video``.
+
+    Returns:
+        The probe, from which ``decode_video`` decodes.
+
+    Raises:
+        LimitExceeded: resolution, duration or ``n*H*W*3`` over the limits, naming what to lower.
+        InvalidOptions: strict mode and more frames asked for than the video has.
+        DecodeError: not a video, or no video stream.
+    """
+    data, _ = read_source(source)
+    if not data:
+        raise DecodeError("empty video data (0 bytes)")
+    stream = _open(data).streams[0]
+    assert isinstance(stream, VideoStream)
+    header = stream.metadata
+    width, height = header.width or 0, header.height or 0
+    if width <= 0 or height <= 0:
+        raise DecodeError(f"video stream has no frame size ({width}x{height})")
+    if width > limits.max_video_width or height > limits.max_video_height:
+        raise LimitExceeded(
+            f"video is {width}x{height}, over limits.max_video_width x max_video_height "
+            f"({limits.max_video_width}x{limits.max_video_height}); send a smaller video"
+        )
+    max_seconds = limits.max_duration_seconds
+    declared = header.duration_seconds_from_header
+    if max_seconds is not None and declared is not None and declared > max_seconds:
+        raise LimitExceeded(
+            f"video lasts {declared:.1f} s, over limits.max_duration_seconds ({max_seconds} s)"
+        )
+    try:
+        index = stream.scan()
+    except RuntimeError as exc:
+        raise DecodeError(f"corrupt video container: {exc}") from exc
+    total = len(index)
+    if total == 0:
+        raise DecodeError("the video stream holds no frames")
+    duration = index.end_stream_seconds_from_content - index.begin_stream_seconds_from_content
+    if max_seconds is not None and duration > max_seconds:
+        raise LimitExceeded(
+            f"video lasts {duration:.1f} s, over limits.max_duration_seconds ({max_seconds} s)"
+        )
+    indices = sample_frame_indices(
+        total, duration, num_frames=num_frames, fps=fps, max_frames=max_frames, strict=strict
+    )
+    out_width, out_height = _fit(width, height, max_pixels)
+    need = len(indices) * out_width * out_height * 3
+    if need > limits.max_alloc:
+        raise LimitExceeded(
+            f"{len(indices)} frames of {out_width}x{out_height} RGB need {format_bytes(need)}, "
+            f"over limits.max_alloc ({format_bytes(limits.max_alloc)}); lower fps, num_frames, "
+            "max_frames or max_pixels"
+        )
+    to_decode = _frames_to_decode(indices, index.key_frame_indices.tolist())
+    return VideoProbe(
+        codec=header.codec or "unknown",
+        width=width,
+        height=height,
+        out_width=out_width,
+        out_height=out_height,
+        total_frames=total,
+        duration_seconds=duration,
+        fps=total / duration if duration > 0 else 0.0,
+        frames_indices=indices,
+        pts_seconds=index.pts_seconds[indices].tolist(),
+        frames_to_decode=to_decode,
+        num_threads=0 if to_decode > _DENSE * total else 1,
+    )
+
+
+def _decode_frames(
+    data: bytes, probe: VideoProbe, device: str, strict: bool
+) -> tuple[torch.Tensor, list[int], list[float]]:
+    resize = (probe.out_width, probe.out_height) != (probe.width, probe.height)
+    try:
+        decoder = VideoDecoder(
+            data,
+            seek_mode="exact",
+            num_ffmpeg_threads=probe.num_threads,
+            device=device,
+            transforms=[Resize((probe.out_height, probe.out_width))] if resize else None,
+        )
+    except RuntimeError as exc:
+        raise DecodeError(f"cannot open the video decoder: {exc}") from exc
+    try:
+        batch = decoder.get_frames_at(probe.frames_indices)
+        return batch.data, probe.frames_indices, probe.pts_seconds
+    except (RuntimeError, IndexError) as exc:
+        if strict:
+            raise DecodeError(
+                f"a sampled frame failed to decode ({exc}); set strict=False to drop it"
+            ) from exc
+    # Non-strict: decode one by one and keep what decodes (Note [strict] in DESIGN).
+    frames, kept, kept_pts = [], [], []
+    for i, pts in zip(probe.frames_indices, probe.pts_seconds, strict=True):
+        try:
+            frames.append(decoder.get_frame_at(i).data)
+        except (RuntimeError, IndexError):
+            continue
+        kept.append(i)
+        kept_pts.append(pts)
+    if not frames:
+        raise DecodeError("no sampled frame could be decoded")
+    return torch.stack(frames), kept, kept_pts
+
+
+def decode_video(
+    source: Source,
+    *,
+    num_frames: int | None = None,
+    fps: float | None = None,
+    max_frames: int | None = None,
+    strict: bool = False,
+    max_pixels: int | None = None,
+    layout: Literal["TCHW", "THWC"] = "TCHW",
+    device: str = "cpu",
+    limits: VideoLimits = _DEFAULT_LIMITS,
+) -> DecodedMedia:
+    """Decodes uniformly sampled frames of a video to ``uint8`` RGB.
+
+    Args:
+        source: encoded bytes, a path, a binary file, or ``EncodedMedia`` (whose ``probe``,
+            when ``CheckVideoLimits`` set it, is used as is).
+        num_frames: sample exactly this many frames. Default: ``None``.
+        fps: sample this many frames per second of video. Default: ``None``.
+        max_frames: cap on the samples. Default: ``None``.
+        strict: fail when a sampled frame does not decode, or when more frames are asked for
+            than the video has; otherwise drop or clamp. Default: ``False``.
+        max_pixels: shrink frames inside the decoder to at most this many pixels (even sizes,
+            aspect ratio kept). Default: ``None``.
+        layout: ``"TCHW"`` or ``"THWC"`` (see Note [layout views] in ``_image.py``).
+            Default: ``"TCHW"``.
+        device: ``"cpu"``, or ``"cuda"`` to decode with NVDEC. Default: ``"cpu"``.
+        limits: checked before decoding. Default: ``VideoLimits()``.
+
+    Returns:
+        ``DecodedMedia`` whose metadata has ``source_fps``, ``source_duration_seconds``,
+        ``source_total_frames``, ``frames_indices``, ``pts_seconds``, ``width``, ``height``,
+        ``source_width``, ``source_height``, ``codec`` and ``layout``.
+
+    Raises:
+        LimitExceeded, InvalidOptions, DecodeError: see ``probe_video``; ``DecodeError`` also
+        for a frame that fails in strict mode.
+    """
+    if layout not in ("TCHW", "THWC"):
+        raise ValueError(f"Invalid layout ({layout!r}). Supported values are 'TCHW', 'THWC'.")
+    if fps is not None and num_frames is not None:
+        raise InvalidOptions("fps and num_frames are mutually exclusive; set only one of them")
+    data, _ = read_source(source)
+    probe = source.probe if isinstance(source, EncodedMedia) else None
+    if not isinstance(probe, VideoProbe):
+        probe = probe_video(
+            data,
+            num_frames=num_frames,
+            fps=fps,
+            max_frames=max_frames,
+            strict=strict,
+            max_pixels=max_pixels,
+            limits=limits,
+        )
+    frames, indices, pts = _decode_frames(data, probe, device, strict)
+    if layout == "THWC":
+        frames = frames.permute(0, 2, 3, 1)
+    metadata: dict[str, Any] = {
+        "frames_indices": indices,
+        "pts_seconds": pts,
+        "source_fps": probe.fps,
+        "source_duration_seconds": probe.duration_seconds,
+        "source_total_frames": probe.total_frames,
+        "width": probe.out_width,
+        "height": probe.out_height,
+        "source_width": probe.width,
+        "source_height": probe.height,
+        "codec": probe.codec,
+        "layout": layout,
+    }
+    content_hash = None
+    if isinstance(source, EncodedMedia):
+        options = {"frames": probe.frames_indices, "size": [probe.out_width, probe.out_height]}
+        content_hash = options_hash(source.content_hash, options | {"layout": layout})
+    return DecodedMedia(frames, "video", metadata, content_hash)

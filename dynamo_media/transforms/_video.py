@@ -1,0 +1,106 @@
+"""``CheckVideoLimits`` and ``DecodeVideo``: the twins of ``probe_video`` and ``decode_video``."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Literal
+
+from dynamo_media._media import DecodedMedia, EncodedMedia
+from dynamo_media._options import changed_fields, format_bytes
+from dynamo_media.config import VideoLimits, VideoOptions
+from dynamo_media.decode import decode_video, probe_video
+from dynamo_media.transforms._transform import Transform
+
+__all__ = ["CheckVideoLimits", "DecodeVideo"]
+
+_SAMPLING = ("num_frames", "fps", "max_frames", "strict", "max_pixels")
+
+
+class CheckVideoLimits(Transform):
+    """Probes the video (header and packet scan), picks the frames, and refuses it before any
+    frame is decoded when it is over the limits.
+
+    Functional twin: ``probe_video``. The probe travels on as ``EncodedMedia.probe``, so
+    ``DecodeVideo`` decodes exactly the frames chosen here.
+
+    Args:
+        limits: the limits. Default: ``VideoLimits()``.
+        num_frames, fps, max_frames, strict, max_pixels: the sample, as ``decode_video``.
+    """
+
+    def __init__(
+        self,
+        limits: VideoLimits | None = None,
+        *,
+        num_frames: int | None = None,
+        fps: float | None = None,
+        max_frames: int | None = None,
+        strict: bool = False,
+        max_pixels: int | None = None,
+    ) -> None:
+        self.options = VideoOptions(
+            num_frames=num_frames,
+            fps=fps,
+            max_frames=max_frames,
+            strict=strict,
+            max_pixels=max_pixels,
+            limits=limits or VideoLimits(),
+        )
+
+    @classmethod
+    def from_options(cls, options: VideoOptions) -> CheckVideoLimits:
+        """The transform for configured options."""
+        return cls(options.limits, **{k: getattr(options, k) for k in _SAMPLING})
+
+    def forward(self, inpt: EncodedMedia) -> EncodedMedia:
+        o = self.options
+        probe = probe_video(inpt.data, **{k: getattr(o, k) for k in _SAMPLING}, limits=o.limits)
+        return dataclasses.replace(inpt, probe=probe)
+
+    def repr_options(self) -> dict[str, Any]:
+        limits = self.options.limits
+        shown: dict[str, Any] = {"max_alloc": format_bytes(limits.max_alloc)}
+        return shown | changed_fields(limits, skip=("max_alloc",))
+
+
+class DecodeVideo(Transform):
+    """Decodes uniformly sampled frames to ``uint8`` RGB. Functional twin: ``decode_video``.
+
+    Options are checked at construction (``fps`` with ``num_frames`` is ``InvalidOptions``).
+    Args: as ``decode_video``.
+    """
+
+    def __init__(
+        self,
+        *,
+        num_frames: int | None = None,
+        fps: float | None = None,
+        max_frames: int | None = None,
+        strict: bool = False,
+        max_pixels: int | None = None,
+        layout: Literal["TCHW", "THWC"] = "TCHW",
+        device: str = "cpu",
+        limits: VideoLimits | None = None,
+    ) -> None:
+        self.options = VideoOptions(
+            num_frames=num_frames,
+            fps=fps,
+            max_frames=max_frames,
+            strict=strict,
+            max_pixels=max_pixels,
+            layout=layout,
+            limits=limits or VideoLimits(),
+        )
+        self.device = device
+
+    @classmethod
+    def from_options(cls, options: VideoOptions, *, device: str = "cpu") -> DecodeVideo:
+        """The transform for configured options."""
+        return cls(**options.to_kwargs(), device=device)
+
+    def forward(self, inpt: EncodedMedia) -> DecodedMedia:
+        return decode_video(inpt, **self.options.to_kwargs(), device=self.device)
+
+    def repr_options(self) -> dict[str, Any]:
+        shown = changed_fields(self.options)
+        return shown | ({"device": self.device} if self.device != "cpu" else {})
