@@ -17,8 +17,8 @@ test: setup lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: setup
-	$(BIN)/ruff check dynamo_media tests
-	$(BIN)/ruff format --check dynamo_media tests
+	$(BIN)/ruff check dynamo_media tests benchmarks
+	$(BIN)/ruff format --check dynamo_media tests benchmarks
 	$(BIN)/mypy
 
 bench: setup

@@ -26,7 +26,14 @@ from dynamo_media.config import (
     VideoLimits,
     VideoOptions,
 )
-from dynamo_media.decode import decode_image, decode_video, probe_image, probe_video
+from dynamo_media.decode import (
+    decode_audio,
+    decode_image,
+    decode_video,
+    probe_audio,
+    probe_image,
+    probe_video,
+)
 from dynamo_media.sampling import sample_frame_indices
 
 __version__ = "0.1.0"
@@ -51,8 +58,10 @@ __all__ = [
     "PolicyError",
     "VideoLimits",
     "VideoOptions",
+    "decode_audio",
     "decode_image",
     "decode_video",
+    "probe_audio",
     "probe_image",
     "probe_video",
     "sample_frame_indices",

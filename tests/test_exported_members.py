@@ -25,8 +25,10 @@ def test_root_exports() -> None:
         "PolicyError",
         "VideoLimits",
         "VideoOptions",
+        "decode_audio",
         "decode_image",
         "decode_video",
+        "probe_audio",
         "probe_image",
         "probe_video",
         "sample_frame_indices",
@@ -38,9 +40,11 @@ def test_root_exports() -> None:
 def test_transforms_exports() -> None:
     assert dynamo_media.transforms.__all__ == sorted(dynamo_media.transforms.__all__)
     assert dynamo_media.transforms.__all__ == [
+        "CheckAudioLimits",
         "CheckImageLimits",
         "CheckVideoLimits",
         "Compose",
+        "DecodeAudio",
         "DecodeImage",
         "DecodeVideo",
         "DecodedMedia",

@@ -1,6 +1,7 @@
 """Composable media transforms: ``FetchURL -> CheckVideoLimits -> DecodeVideo -> NixlRegister``."""
 
 from dynamo_media._media import DecodedMedia, EncodedMedia
+from dynamo_media.transforms._audio import CheckAudioLimits, DecodeAudio
 from dynamo_media.transforms._container import Compose
 from dynamo_media.transforms._fetch import FetchURL
 from dynamo_media.transforms._image import CheckImageLimits, DecodeImage
@@ -9,9 +10,11 @@ from dynamo_media.transforms._transform import Transform
 from dynamo_media.transforms._video import CheckVideoLimits, DecodeVideo
 
 __all__ = [
+    "CheckAudioLimits",
     "CheckImageLimits",
     "CheckVideoLimits",
     "Compose",
+    "DecodeAudio",
     "DecodeImage",
     "DecodeVideo",
     "DecodedMedia",

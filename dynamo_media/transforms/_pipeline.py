@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from dynamo_media.config import ImageOptions, MediaFetcher, VideoOptions
+from dynamo_media.config import AudioOptions, ImageOptions, MediaFetcher, VideoOptions
+from dynamo_media.transforms._audio import CheckAudioLimits, DecodeAudio
 from dynamo_media.transforms._container import Compose
 from dynamo_media.transforms._fetch import FetchURL
 from dynamo_media.transforms._image import CheckImageLimits, DecodeImage
@@ -44,6 +45,12 @@ def build_pipeline(
         steps += [
             CheckVideoLimits.from_options(options),
             DecodeVideo.from_options(options, device=device),
+        ]
+    elif modality == "audio":
+        assert isinstance(options, AudioOptions)
+        steps += [
+            CheckAudioLimits.from_options(options),
+            DecodeAudio.from_options(options, device=device),
         ]
     else:
         raise ValueError(f"Unknown modality {modality!r}; expected 'image', 'video' or 'audio'")

@@ -1,0 +1,139 @@
+"""Video: 32 frames uniformly sampled, ours against what users run today, in one run.
+
+Peers: OpenCV's grab()/retrieve() loop (vLLM's default loader), PyAV decoding every frame (HF's
+default), decord ``get_batch``, plain torchcodec (exact mode, its default single thread). The
+floor is the cheapest possible decode: PyAV seeking to each sampled frame's keyframe only when
+it is ahead, decoding forward with automatic threads, and converting only the sampled frames to
+RGB; the "frames decoded" column counts the frames that FFmpeg had to decode for the sample.
+
+    python -m benchmarks.video [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks._common import Row, interleaved, machine, report, versions
+from benchmarks.clips import VIDEO_CLIPS
+from dynamo_media import decode_video, probe_video
+from dynamo_media.sampling import sample_frame_indices
+
+N = 32
+
+
+def opencv_grab(path: Path, indices: list[int]) -> list[np.ndarray]:
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    wanted, frames = set(indices), []
+    for i in range(indices[-1] + 1):
+        if not cap.grab():
+            break
+        if i in wanted:
+            _, bgr = cap.retrieve()
+            frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+    cap.release()
+    return frames
+
+
+def pyav_decode_all(data: bytes, indices: list[int]) -> list[np.ndarray]:
+    import av
+
+    wanted, frames = set(indices), []
+    with av.open(io.BytesIO(data)) as container:
+        for i, frame in enumerate(container.decode(video=0)):
+            if i in wanted:
+                frames.append(frame.to_ndarray(format="rgb24"))
+            if i >= indices[-1]:
+                break
+    return frames
+
+
+def decord_batch(data: bytes, indices: list[int]) -> np.ndarray:
+    import decord
+
+    return decord.VideoReader(io.BytesIO(data)).get_batch(indices).asnumpy()
+
+
+def torchcodec_plain(data: bytes, indices: list[int]) -> object:
+    from torchcodec.decoders import VideoDecoder
+
+    return VideoDecoder(data).get_frames_at(indices).data
+
+
+def pyav_floor(data: bytes, indices: list[int], key_frames: list[int]) -> list[np.ndarray]:
+    """Seek only where the next sample's keyframe is ahead; convert only the samples."""
+    import av
+
+    frames: list[np.ndarray] = []
+    with av.open(io.BytesIO(data)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        pos = -1
+        it = None
+        for target in indices:
+            key = max(k for k in key_frames if k <= target)
+            if it is None or key > pos:
+                container.seek(int(key / stream.average_rate / stream.time_base), stream=stream)
+                it, pos = container.decode(stream), key - 1
+            for frame in it:
+                pos += 1
+                if pos == target:
+                    frames.append(frame.to_ndarray(format="rgb24"))
+                    break
+    return frames
+
+
+def bench_clip(name: str, path: Path, repeats: int) -> Row:
+    from torchcodec.decoders import Demuxer
+
+    data = path.read_bytes()
+    probe = probe_video(data, num_frames=N)
+    indices = sample_frame_indices(probe.total_frames, None, num_frames=N)
+    key_frames = Demuxer(data).streams[0].scan().key_frame_indices.tolist()
+    ours = decode_video(data, num_frames=N).tensor
+    # Every method returns the same frames (checked once, outside the timing).
+    assert np.array_equal(ours.permute(0, 2, 3, 1).numpy(), decord_batch(data, indices))
+    methods = {
+        "dynamo-media": lambda: decode_video(data, num_frames=N),
+        "OpenCV grab loop (vLLM)": lambda: opencv_grab(path, indices),
+        "PyAV decode all (HF)": lambda: pyav_decode_all(data, indices),
+        "decord get_batch": lambda: decord_batch(data, indices),
+        "torchcodec plain": lambda: torchcodec_plain(data, indices),
+        "floor (PyAV, needed frames only)": lambda: pyav_floor(data, indices, key_frames),
+    }
+    seconds = interleaved(methods, repeats=repeats)
+    note = (
+        f"{probe.frames_to_decode} of {probe.total_frames} frames decoded; "
+        f"threads={'auto' if probe.num_threads == 0 else probe.num_threads}"
+    )
+    return Row(name, seconds, note)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="one short clip, one run")
+    args = parser.parse_args()
+    clips = list(VIDEO_CLIPS.items())[:1] if args.quick else list(VIDEO_CLIPS.items())
+    repeats = 1 if args.quick else 3
+    rows = []
+    for name, make in clips:
+        rows.append(bench_clip(name, make(), repeats))
+        print(rows[-1])
+    text = table_text(rows)
+    report("video", text)
+
+
+def table_text(rows: list[Row]) -> str:
+    from benchmarks._common import table
+
+    head = f"Machine: {machine()}; {versions('torch', 'torchcodec', 'cv2', 'av', 'decord')}\n\n"
+    return head + table(f"Video, {N} frames uniformly sampled (median seconds)", rows, unit="s")
+
+
+if __name__ == "__main__":
+    main()
