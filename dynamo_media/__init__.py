@@ -13,8 +13,9 @@ from dynamo_media._errors import (
     ModalityDisabled,
     Overloaded,
     PolicyError,
+    ReadError,
 )
-from dynamo_media._media import DecodedMedia, EncodedMedia
+from dynamo_media._media import DecodedMedia, EncodedMedia, tensor_sha256
 from dynamo_media.config import (
     AudioLimits,
     AudioOptions,
@@ -56,6 +57,7 @@ __all__ = [
     "ModalityDisabled",
     "Overloaded",
     "PolicyError",
+    "ReadError",
     "VideoLimits",
     "VideoOptions",
     "decode_audio",
@@ -65,4 +67,5 @@ __all__ = [
     "probe_image",
     "probe_video",
     "sample_frame_indices",
+    "tensor_sha256",
 ]

@@ -10,7 +10,9 @@ with::
     ├── FetchError        422     the download failed: HTTP status, timeout, refused, too large
     ├── LimitExceeded     400     the decoded media would pass a configured limit
     ├── DecodeError       400     the bytes are not media we can decode
-    └── Overloaded        503     the server is at capacity; retry later
+    ├── Overloaded        503     the server is at capacity; retry later
+    └── ReadError         502     a backend could not read an item over NIXL (transfer failed,
+                                  or the frontend had released it)
 
 Errors of the native libraries (Pillow, FFmpeg via torchcodec, requests/urllib3, NIXL) never escape
 raw: each is caught at its narrowest type and re-raised as one of these ``from`` the original.
@@ -28,6 +30,7 @@ __all__ = [
     "ModalityDisabled",
     "Overloaded",
     "PolicyError",
+    "ReadError",
 ]
 
 
@@ -101,3 +104,10 @@ class Overloaded(MediaError):
     """The server has no capacity left within the wait deadline; the client should retry."""
 
     status = 503
+
+
+class ReadError(MediaError):
+    """A backend could not read an item over NIXL: the transfer failed or the region was
+    released (a stale descriptor)."""
+
+    status = 502

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 import torch
 
-__all__ = ["DecodedMedia", "EncodedMedia", "Modality", "options_hash"]
+__all__ = ["DecodedMedia", "EncodedMedia", "Modality", "options_hash", "tensor_sha256"]
 
 Modality = Literal["image", "video", "audio"]
 
@@ -28,6 +28,16 @@ def options_hash(content_hash: str, options: dict[str, Any]) -> str:
     """The hash of decoded media: the fetched bytes' hash and the options that decoded them."""
     blob = json.dumps(options, sort_keys=True, default=str).encode()
     return hashlib.sha256(content_hash.encode() + b"\0" + blob).hexdigest()
+
+
+def tensor_sha256(tensor: torch.Tensor) -> str:
+    """sha256 of a tensor's bytes in its logical (contiguous, row-major) order, on the CPU.
+
+    The reference backend reports it for every item it reads, so a client can check the whole
+    path end to end against a local decode.
+    """
+    data = tensor.detach().cpu().contiguous()
+    return hashlib.sha256(data.view(torch.uint8).numpy().tobytes()).hexdigest()
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     import ipaddress
 
     from dynamo_media.fetch import HttpClient
+    from dynamo_media.nixl import RegistrationPool
     from dynamo_media.transforms import Compose, EncodedMedia
 
 __all__ = [
@@ -392,6 +393,7 @@ class MediaDecoder:
         *,
         fetcher: MediaFetcher | None = None,
         device: str = "cpu",
+        nixl: RegistrationPool | bool = False,
         overrides: Mapping[str, Any] | None = None,
     ) -> Compose:
         """The transforms that turn a URL into a decoded (and registered) item.
@@ -400,15 +402,19 @@ class MediaDecoder:
             modality: ``"image"``, ``"video"`` or ``"audio"``.
             fetcher: fetches the URL. Default: a ``MediaFetcher()`` with the default policy.
             device: ``"cpu"`` or ``"cuda"``. Default: ``"cpu"``.
+            nixl: end with ``NixlRegister`` into this pool (``True``: the process-wide pool),
+                so that the pipeline returns ``RegisteredMedia``. Default: ``False``.
             overrides: a request's ``media_io_kwargs[modality]``. Default: ``None``.
 
         Returns:
-            ``FetchURL -> Check*Limits -> Decode* [-> ToCUDA]``.
+            ``FetchURL -> Check*Limits -> Decode* [-> ToCUDA] [-> NixlRegister]``.
         """
         from dynamo_media.transforms import build_pipeline
 
         options = self.options(modality, overrides)
-        return build_pipeline(modality, options, fetcher=fetcher or MediaFetcher(), device=device)
+        return build_pipeline(
+            modality, options, fetcher=fetcher or MediaFetcher(), device=device, nixl=nixl
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """The enabled modalities and their options as JSON-ready data."""

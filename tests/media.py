@@ -7,7 +7,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-CACHE = Path(__file__).resolve().parent.parent / ".cache" / "media"
+ROOT = Path(__file__).resolve().parent.parent
+CACHE = ROOT / ".cache" / "media"
 
 
 def ffmpeg(name: str, *args: str) -> Path:

@@ -9,6 +9,7 @@ from dynamo_media import (
     ModalityDisabled,
     Overloaded,
     PolicyError,
+    ReadError,
 )
 
 
@@ -22,6 +23,7 @@ from dynamo_media import (
         (LimitExceeded, 400),
         (DecodeError, 400),
         (Overloaded, 503),
+        (ReadError, 502),
     ],
 )
 def test_status_and_tree(cls: type[MediaError], status: int) -> None:

@@ -23,6 +23,7 @@ def test_root_exports() -> None:
         "ModalityDisabled",
         "Overloaded",
         "PolicyError",
+        "ReadError",
         "VideoLimits",
         "VideoOptions",
         "decode_audio",
@@ -32,6 +33,7 @@ def test_root_exports() -> None:
         "probe_image",
         "probe_video",
         "sample_frame_indices",
+        "tensor_sha256",
     ]
     for name in dynamo_media.__all__:
         assert getattr(dynamo_media, name) is not None
@@ -50,8 +52,12 @@ def test_transforms_exports() -> None:
         "DecodedMedia",
         "EncodedMedia",
         "FetchURL",
+        "NixlRegister",
+        "ToCUDA",
+        "ToDevice",
         "Transform",
         "build_pipeline",
+        "to_device",
     ]
 
 

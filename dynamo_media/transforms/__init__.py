@@ -3,8 +3,10 @@
 from dynamo_media._media import DecodedMedia, EncodedMedia
 from dynamo_media.transforms._audio import CheckAudioLimits, DecodeAudio
 from dynamo_media.transforms._container import Compose
+from dynamo_media.transforms._device import ToCUDA, ToDevice, to_device
 from dynamo_media.transforms._fetch import FetchURL
 from dynamo_media.transforms._image import CheckImageLimits, DecodeImage
+from dynamo_media.transforms._nixl import NixlRegister
 from dynamo_media.transforms._pipeline import build_pipeline
 from dynamo_media.transforms._transform import Transform
 from dynamo_media.transforms._video import CheckVideoLimits, DecodeVideo
@@ -20,6 +22,10 @@ __all__ = [
     "DecodedMedia",
     "EncodedMedia",
     "FetchURL",
+    "NixlRegister",
+    "ToCUDA",
+    "ToDevice",
     "Transform",
     "build_pipeline",
+    "to_device",
 ]

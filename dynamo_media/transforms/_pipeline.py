@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dynamo_media.config import AudioOptions, ImageOptions, MediaFetcher, VideoOptions
 from dynamo_media.transforms._audio import CheckAudioLimits, DecodeAudio
 from dynamo_media.transforms._container import Compose
+from dynamo_media.transforms._device import ToDevice
 from dynamo_media.transforms._fetch import FetchURL
 from dynamo_media.transforms._image import CheckImageLimits, DecodeImage
+from dynamo_media.transforms._nixl import NixlRegister
 from dynamo_media.transforms._transform import Transform
 from dynamo_media.transforms._video import CheckVideoLimits, DecodeVideo
+
+if TYPE_CHECKING:
+    from dynamo_media.nixl import RegistrationPool
 
 __all__ = ["build_pipeline"]
 
@@ -21,6 +26,7 @@ def build_pipeline(
     *,
     fetcher: MediaFetcher,
     device: str = "cpu",
+    nixl: RegistrationPool | bool = False,
 ) -> Compose:
     """``FetchURL -> Check*Limits -> Decode* [-> ToCUDA] [-> NixlRegister]``.
 
@@ -29,6 +35,8 @@ def build_pipeline(
         options: the modality's options (``ImageOptions``, ...).
         fetcher: fetches the URL.
         device: where the tensor ends up. Default: ``"cpu"``.
+        nixl: register the result in this pool, or in the process-wide pool when ``True``.
+            Default: ``False``.
 
     Returns:
         The pipeline.
@@ -54,4 +62,8 @@ def build_pipeline(
         ]
     else:
         raise ValueError(f"Unknown modality {modality!r}; expected 'image', 'video' or 'audio'")
+    if device != "cpu":
+        steps.append(ToDevice(device))
+    if nixl is not False:
+        steps.append(NixlRegister(None if nixl is True else nixl))
     return Compose(steps)

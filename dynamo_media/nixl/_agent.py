@@ -1,0 +1,141 @@
+"""A thin, thread-safe wrapper over ``nixl._api.nixl_agent``, and the process-wide instance."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import threading
+import time
+import uuid
+import zlib
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+__all__ = ["NixlAgent", "NixlTransferError", "decode_metadata", "encode_metadata", "get_agent"]
+
+_TRANSFER_TIMEOUT_S = 30.0
+
+
+class NixlTransferError(RuntimeError):
+    """A NIXL transfer failed or did not finish in time."""
+
+
+def encode_metadata(raw: bytes) -> str:
+    """Agent metadata as Dynamo sends it: ``"b64:" + base64(zlib(metadata))``."""
+    return "b64:" + base64.b64encode(zlib.compress(raw)).decode("ascii")
+
+
+def decode_metadata(text: str) -> bytes:
+    """The inverse of ``encode_metadata``; plain base64 without the prefix is accepted too."""
+    if text.startswith("b64:"):
+        return zlib.decompress(base64.b64decode(text[4:]))
+    return base64.b64decode(text)
+
+
+def _import_nixl() -> Any:
+    # NIXL logs every agent and backend creation at INFO, to stdout; keep our users' stdout
+    # (and a backend that speaks JSON on it) clean. NIXL_LOG_LEVEL set by the user wins.
+    os.environ.setdefault("NIXL_LOG_LEVEL", "WARN")
+    from nixl import _api
+
+    return _api
+
+
+class NixlAgent:
+    """One NIXL agent (UCX by default) whose calls are serialised by a lock.
+
+    Args:
+        name: the agent's name, unique among the agents that talk. Default: a fresh one.
+        backends: NIXL backends to create. Default: ``("UCX",)``.
+    """
+
+    def __init__(self, name: str | None = None, backends: Sequence[str] = ("UCX",)) -> None:
+        api = _import_nixl()
+        self.name = name or f"dynamo-media-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self._agent = api.nixl_agent(self.name, api.nixl_agent_config(backends=list(backends)))
+        self._lock = threading.Lock()
+        self._metadata: str | None = None
+        self._remotes: dict[str, str] = {}
+
+    def register(self, tensor: torch.Tensor) -> Any:
+        """Registers a contiguous tensor's memory; returns the handle for ``deregister``."""
+        if not tensor.is_contiguous():
+            raise ValueError("only contiguous tensors can be registered")
+        with self._lock:
+            handle = self._agent.register_memory(tensor)
+            self._metadata = None  # the metadata carries the registrations
+        return handle
+
+    def deregister(self, handle: Any) -> None:
+        """Releases a registration made by ``register``."""
+        with self._lock:
+            self._agent.deregister_memory(handle)
+            self._metadata = None
+
+    def metadata(self) -> str:
+        """This agent's metadata, encoded for a descriptor (see ``encode_metadata``)."""
+        with self._lock:
+            if self._metadata is None:
+                self._metadata = encode_metadata(self._agent.get_agent_metadata())
+            return self._metadata
+
+    def _remote(self, metadata: str) -> str:
+        key = hashlib.sha256(metadata.encode()).hexdigest()
+        name = self._remotes.get(key)
+        if name is None:
+            added = self._agent.add_remote_agent(decode_metadata(metadata))
+            name = added.decode() if isinstance(added, bytes) else str(added)
+            self._remotes[key] = name
+        return name
+
+    def read(
+        self,
+        local: torch.Tensor,
+        remote_metadata: str,
+        remote: tuple[int, int, int],
+        mem_type: str,
+        notification: bytes,
+    ) -> None:
+        """Reads ``remote = (addr, size, device_id)`` of another agent into ``local``.
+
+        Raises:
+            NixlTransferError: the transfer failed or took longer than 30 s.
+        """
+        with self._lock:
+            name = self._remote(remote_metadata)
+            local_descs = self._agent.get_xfer_descs(local)
+            remote_descs = self._agent.get_xfer_descs([remote], mem_type)
+            handle = self._agent.initialize_xfer(
+                "READ", local_descs, remote_descs, name, notification
+            )
+            try:
+                state = self._agent.transfer(handle)
+                deadline = time.monotonic() + _TRANSFER_TIMEOUT_S
+                while state == "PROC" and time.monotonic() < deadline:
+                    state = self._agent.check_xfer_state(handle)
+                if state != "DONE":
+                    raise NixlTransferError(f"NIXL READ from {name} ended in state {state}")
+            finally:
+                self._agent.release_xfer_handle(handle)
+
+    def notifications(self) -> list[bytes]:
+        """The notifications received since the last call, from every remote agent."""
+        with self._lock:
+            notifs = self._agent.get_new_notifs()
+        return [msg for messages in notifs.values() for msg in messages]
+
+
+_AGENT: NixlAgent | None = None
+_AGENT_LOCK = threading.Lock()
+
+
+def get_agent() -> NixlAgent:
+    """The process-wide agent, created on first use."""
+    global _AGENT
+    with _AGENT_LOCK:
+        if _AGENT is None:
+            _AGENT = NixlAgent()
+        return _AGENT
