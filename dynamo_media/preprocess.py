@@ -1,0 +1,273 @@
+"""``MediaPreprocessor``: an OpenAI chat request in, decoded (and registered) media out.
+
+It walks every message's content parts (``image_url``, ``video_url``, ``audio_url``,
+``input_audio``), applies the request's ``media_io_kwargs`` over the configured defaults, and runs
+every item's pipeline concurrently: fetches overlap on the fetch pool, and each item's guard,
+decode and registration run on a bounded worker pool, so the event loop never blocks. The items
+keep their order. If one item fails, everything the others took is released before the error
+(naming the item, ``messages[0].content[2].video_url``) is raised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import copy
+import dataclasses
+import os
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from dynamo_media._errors import InvalidOptions, MediaError
+from dynamo_media._media import DecodedMedia, EncodedMedia
+from dynamo_media.config import MediaDecoder, MediaFetcher
+from dynamo_media.nixl import RegisteredMedia, RegistrationPool
+from dynamo_media.transforms import (
+    CheckAudioLimits,
+    CheckImageLimits,
+    CheckVideoLimits,
+    Compose,
+    FetchURL,
+    NixlRegister,
+    Transform,
+)
+
+__all__ = ["MediaItem", "MediaPreprocessor", "PreprocessResult"]
+
+# OpenAI part type -> (modality, multi_modal_data key)
+PART_TYPES = {
+    "image_url": ("image", "image_url"),
+    "video_url": ("video", "video_url"),
+    "audio_url": ("audio", "audio_url"),
+    "input_audio": ("audio", "audio_url"),
+}
+_AUDIO_FORMATS = {"wav": "audio/wav", "mp3": "audio/mpeg", "flac": "audio/flac",
+                  "ogg": "audio/ogg", "opus": "audio/ogg", "m4a": "audio/mp4",
+                  "aac": "audio/aac", "webm": "audio/webm", "pcm16": "audio/wav"}  # fmt: skip
+
+
+def _stage(step: Transform) -> str:
+    if isinstance(step, FetchURL):
+        return "fetch"
+    if isinstance(step, (CheckImageLimits, CheckVideoLimits, CheckAudioLimits)):
+        return "guard"
+    if isinstance(step, NixlRegister):
+        return "register"
+    return "decode" if type(step).__name__.startswith("Decode") else "device"
+
+
+@dataclasses.dataclass(eq=False)
+class MediaItem:
+    """One media part of a request and what became of it.
+
+    Attributes:
+        param: where it sits (``messages[0].content[1].image_url``).
+        modality: ``"image"``, ``"video"`` or ``"audio"``.
+        key: its ``multi_modal_data`` key (``"image_url"``, ...).
+        url: the URL (``input_audio`` becomes a ``data:`` URL).
+        output: ``DecodedMedia``, or ``RegisteredMedia`` with a NIXL pool.
+        timings: seconds per stage (fetch, guard, decode, device, register).
+        fetched_bytes: size of the encoded media.
+    """
+
+    param: str
+    modality: str
+    key: str
+    url: str
+    output: DecodedMedia | RegisteredMedia | None = None
+    timings: dict[str, float] = dataclasses.field(default_factory=dict)
+    fetched_bytes: int = 0
+
+    @property
+    def media(self) -> DecodedMedia:
+        """The decoded media, registered or not."""
+        out = self.output
+        assert out is not None, "the item has not been processed"
+        return out.media if isinstance(out, RegisteredMedia) else out
+
+    def release(self) -> None:
+        if isinstance(self.output, RegisteredMedia):
+            self.output.release()
+
+
+@dataclasses.dataclass(eq=False)
+class PreprocessResult:
+    """The preprocessed request.
+
+    Attributes:
+        messages: the request's messages with inline ``data:`` payloads replaced by
+            placeholders (``dynamo-media://image_url/0``).
+        items: every media item, in request order.
+    """
+
+    messages: list[Any]
+    items: list[MediaItem]
+
+    @property
+    def multi_modal_data(self) -> dict[str, list[Any]]:
+        """``{"image_url": [...], "video_url": [...], "audio_url": [...]}``: descriptors when
+        registered, ``DecodedMedia`` otherwise; only the keys present."""
+        out: dict[str, list[Any]] = {}
+        for item in self.items:
+            value = item.output.descriptor if isinstance(item.output, RegisteredMedia) else item.output
+            out.setdefault(item.key, []).append(value)
+        return out
+
+    def release(self) -> None:
+        """Releases every registration the request holds (idempotent)."""
+        for item in self.items:
+            item.release()
+
+
+def _part_url(part: Mapping[str, Any], kind: str, param: str) -> str:
+    value = part.get(kind)
+    if kind == "input_audio":
+        if not isinstance(value, Mapping) or not isinstance(value.get("data"), str):
+            raise InvalidOptions(f"{param} must be {{'data': <base64>, 'format': ...}}")
+        fmt = str(value.get("format", "wav")).lower()
+        if fmt not in _AUDIO_FORMATS:
+            raise InvalidOptions(
+                f"{param}.format {fmt!r} is not supported; use one of {', '.join(_AUDIO_FORMATS)}"
+            )
+        return f"data:{_AUDIO_FORMATS[fmt]};base64,{value['data']}"
+    url = value.get("url") if isinstance(value, Mapping) else value
+    if not isinstance(url, str) or not url:
+        raise InvalidOptions(f"{param} must be {{'url': <string>}}")
+    return url
+
+
+def find_media(messages: Any) -> tuple[list[Any], list[MediaItem]]:
+    """The media parts of ``messages``, and a copy of the messages with placeholders.
+
+    Raises:
+        InvalidOptions: malformed messages or parts.
+    """
+    if not isinstance(messages, list):
+        raise InvalidOptions("messages must be a list")
+    out, items = copy.deepcopy(messages), []
+    counts: dict[str, int] = {}
+    for i, message in enumerate(out):
+        if not isinstance(message, dict):
+            raise InvalidOptions(f"messages[{i}] must be an object")
+        content = message.get("content")
+        if not isinstance(content, list):
+            continue  # a string (or no) content holds no media
+        for j, part in enumerate(content):
+            kind = part.get("type") if isinstance(part, dict) else None
+            if kind not in PART_TYPES:
+                continue
+            param = f"messages[{i}].content[{j}].{kind}"
+            modality, key = PART_TYPES[kind]
+            url = _part_url(part, kind, param)
+            index = counts.get(key, 0)
+            counts[key] = index + 1
+            items.append(MediaItem(param, modality, key, url))
+            if url.startswith("data:") or kind == "input_audio":
+                content[j] = {"type": kind, kind: {"url": f"dynamo-media://{key}/{index}"}}
+    return out, items
+
+
+class MediaPreprocessor:
+    """Turns OpenAI chat requests into decoded, optionally NIXL-registered, media.
+
+    Args:
+        decoder: enabled modalities and defaults.
+        fetcher: the fetch policy. Default: ``MediaFetcher()``.
+        nixl: register every item in this pool. Default: ``None`` (not registered).
+        device: where tensors end up. Default: ``"cpu"``.
+        max_workers: threads for guard, decode and registration. Default: the CPU count.
+    """
+
+    def __init__(
+        self,
+        decoder: MediaDecoder,
+        fetcher: MediaFetcher | None = None,
+        nixl: RegistrationPool | None = None,
+        *,
+        device: str = "cpu",
+        max_workers: int | None = None,
+    ) -> None:
+        self.decoder = decoder
+        self.fetcher = fetcher or MediaFetcher()
+        self.nixl = nixl
+        self.device = device
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=max_workers or os.cpu_count() or 2, thread_name_prefix="dynamo-media"
+        )
+
+    def _pipeline(self, item: MediaItem, media_io_kwargs: Mapping[str, Any]) -> Compose:
+        return self.decoder.pipeline(
+            item.modality,  # type: ignore[arg-type]
+            fetcher=self.fetcher,
+            device=self.device,
+            nixl=self.nixl or False,
+            overrides=media_io_kwargs.get(item.modality),
+        )
+
+    def _run_rest(self, steps: Compose, item: MediaItem, encoded: EncodedMedia) -> None:
+        value: Any = encoded
+        try:
+            for step in steps:
+                start = time.perf_counter()
+                value = step(value)
+                item.timings[_stage(step)] = time.perf_counter() - start
+        except BaseException:
+            if isinstance(value, RegisteredMedia):
+                value.release()
+            raise
+        item.output = value
+
+    async def _process_item(self, item: MediaItem, media_io_kwargs: Mapping[str, Any]) -> None:
+        try:
+            pipe = self._pipeline(item, media_io_kwargs)
+            fetch = pipe[0]
+            assert isinstance(fetch, FetchURL)
+            start = time.perf_counter()
+            encoded = await fetch.aforward(item.url)
+            item.timings["fetch"] = time.perf_counter() - start
+            item.fetched_bytes = len(encoded.data)
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self._pool, self._run_rest, pipe[1:], item, encoded)
+        except MediaError as exc:
+            raise exc.for_item(item.param) from exc.__cause__
+
+    async def process(self, request: Mapping[str, Any]) -> PreprocessResult:
+        """Fetches, checks, decodes (and registers) every media item of a request.
+
+        Args:
+            request: an OpenAI chat completion request (``messages``, optional
+                ``media_io_kwargs``).
+
+        Returns:
+            The messages with placeholders and the items in order. Call ``release()`` when the
+            request ends (registrations also free early when the backend has read them).
+
+        Raises:
+            MediaError: the first failing item's error, named by its place in the request;
+                every other item's registration has been released.
+        """
+        media_io_kwargs = request.get("media_io_kwargs") or {}
+        if not isinstance(media_io_kwargs, Mapping):
+            raise InvalidOptions("media_io_kwargs must be an object keyed by image/video/audio")
+        unknown = set(media_io_kwargs) - {"image", "video", "audio"}
+        if unknown:
+            raise InvalidOptions(
+                f"Unknown modality {sorted(unknown)[0]!r} in media_io_kwargs. "
+                "Allowed keys: audio, image, video"
+            )
+        messages, items = find_media(request.get("messages"))
+        result = PreprocessResult(messages, items)
+        outcomes = await asyncio.gather(
+            *(self._process_item(item, media_io_kwargs) for item in items),
+            return_exceptions=True,
+        )
+        errors = [o for o in outcomes if isinstance(o, BaseException)]
+        if errors:
+            result.release()
+            raise errors[0]
+        return result
+
+    def close(self) -> None:
+        """Stops the worker threads."""
+        self._pool.shutdown(wait=True)
