@@ -7,11 +7,10 @@ EXTRAS := server,test,bench
 
 .PHONY: serve test lint bench setup ffmpeg clean
 
-# Until the server lands: decode a generated sample end to end and print the result.
+# The OpenAI-compatible frontend on 127.0.0.1:8000 with the reference backend beside it.
+# ARGS passes options through: make serve ARGS="--config my.json --port 9000"
 serve: setup
-	@mkdir -p .cache
-	ffmpeg -nostdin -v error -y -f lavfi -i testsrc2=size=1280x720 -frames:v 1 .cache/sample.jpg
-	$(BIN)/dynamo-media decode .cache/sample.jpg
+	$(BIN)/dynamo-media serve $(ARGS)
 
 test: setup lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -12,9 +12,19 @@ def h264(name: str, size: str, seconds: int, gop: int, rate: int = 30) -> Path:
     """``testsrc2`` encoded with libx264 (veryfast, yuv420p) at a fixed GOP."""
     return ffmpeg(
         name,
-        "-f", "lavfi", "-i", f"testsrc2=size={size}:rate={rate}:duration={seconds}",
-        "-c:v", "libx264", "-preset", "veryfast", "-g", str(gop), "-pix_fmt", "yuv420p",
-    )  # fmt: skip
+        "-f",
+        "lavfi",
+        "-i",
+        f"testsrc2=size={size}:rate={rate}:duration={seconds}",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "veryfast",
+        "-g",
+        str(gop),
+        "-pix_fmt",
+        "yuv420p",
+    )
 
 
 VIDEO_CLIPS = {

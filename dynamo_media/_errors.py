@@ -21,6 +21,8 @@ Programming errors (a wrong argument type to a Python function) stay ``TypeError
 
 from __future__ import annotations
 
+import re
+
 __all__ = [
     "DecodeError",
     "FetchError",
@@ -31,7 +33,16 @@ __all__ = [
     "Overloaded",
     "PolicyError",
     "ReadError",
+    "native_reason",
 ]
+
+# torchcodec's C++ errors start with "function, /path/to/File.cpp:123, ".
+_NATIVE_PREFIX = re.compile(r"^(?:[\w:]+, )?/\S+\.(?:cpp|h|cc):\d+, ")
+
+
+def native_reason(exc: BaseException) -> str:
+    """A native library's error message without its source location, for our messages."""
+    return _NATIVE_PREFIX.sub("", str(exc)).strip()
 
 
 class MediaError(Exception):

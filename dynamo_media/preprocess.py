@@ -33,7 +33,7 @@ from dynamo_media.transforms import (
     Transform,
 )
 
-__all__ = ["MediaItem", "MediaPreprocessor", "PreprocessResult"]
+__all__ = ["MediaItem", "MediaPreprocessor", "PreprocessResult", "find_media"]
 
 # OpenAI part type -> (modality, multi_modal_data key)
 PART_TYPES = {
@@ -42,9 +42,17 @@ PART_TYPES = {
     "audio_url": ("audio", "audio_url"),
     "input_audio": ("audio", "audio_url"),
 }
-_AUDIO_FORMATS = {"wav": "audio/wav", "mp3": "audio/mpeg", "flac": "audio/flac",
-                  "ogg": "audio/ogg", "opus": "audio/ogg", "m4a": "audio/mp4",
-                  "aac": "audio/aac", "webm": "audio/webm", "pcm16": "audio/wav"}  # fmt: skip
+_AUDIO_FORMATS = {
+    "wav": "audio/wav",
+    "mp3": "audio/mpeg",
+    "flac": "audio/flac",
+    "ogg": "audio/ogg",
+    "opus": "audio/ogg",
+    "m4a": "audio/mp4",
+    "aac": "audio/aac",
+    "webm": "audio/webm",
+    "pcm16": "audio/wav",
+}
 
 
 def _stage(step: Transform) -> str:
@@ -110,7 +118,9 @@ class PreprocessResult:
         registered, ``DecodedMedia`` otherwise; only the keys present."""
         out: dict[str, list[Any]] = {}
         for item in self.items:
-            value = item.output.descriptor if isinstance(item.output, RegisteredMedia) else item.output
+            value = (
+                item.output.descriptor if isinstance(item.output, RegisteredMedia) else item.output
+            )
             out.setdefault(item.key, []).append(value)
         return out
 

@@ -23,14 +23,25 @@ from tests.media_server import MediaServer
 from tests.memory import peak_delta
 
 
-def tone(name: str, *codec: str, seconds: float = 3.0, freq: int = 440, rate: int = 44100,
-         channels: int = 2) -> bytes:  # fmt: skip
+def tone(
+    name: str,
+    *codec: str,
+    seconds: float = 3.0,
+    freq: int = 440,
+    rate: int = 44100,
+    channels: int = 2,
+) -> bytes:
     """A sine of ``freq`` Hz, ``seconds`` long, encoded as ``name``'s container with ``codec``."""
     return ffmpeg(
         name,
-        "-f", "lavfi", "-i", f"sine=frequency={freq}:sample_rate={rate}:duration={seconds}",
-        "-ac", str(channels), *codec,
-    ).read_bytes()  # fmt: skip
+        "-f",
+        "lavfi",
+        "-i",
+        f"sine=frequency={freq}:sample_rate={rate}:duration={seconds}",
+        "-ac",
+        str(channels),
+        *codec,
+    ).read_bytes()
 
 
 def peak_hz(samples: torch.Tensor, rate: int) -> float:
@@ -70,10 +81,17 @@ class TestDecodeAudio:
     def test_audio_track_of_a_video(self, name: str, codec: tuple[str, ...]) -> None:
         data = ffmpeg(
             name,
-            "-f", "lavfi", "-i", "testsrc2=size=160x120:rate=10:duration=2",
-            "-f", "lavfi", "-i", "sine=frequency=1000:sample_rate=48000:duration=2",
-            *codec, "-shortest",
-        ).read_bytes()  # fmt: skip
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=160x120:rate=10:duration=2",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=1000:sample_rate=48000:duration=2",
+            *codec,
+            "-shortest",
+        ).read_bytes()
         out = decode_audio(data, sample_rate=16000, num_channels=1)
         assert peak_hz(out.tensor, 16000) == pytest.approx(1000, abs=3)
 
@@ -99,10 +117,19 @@ class TestDecodeAudio:
         # Left 440 Hz, right 880 Hz: the mono mix holds both, each at 1/sqrt(2) of its level.
         data = ffmpeg(
             "lr.wav",
-            "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=16000:duration=1",
-            "-f", "lavfi", "-i", "sine=frequency=880:sample_rate=16000:duration=1",
-            "-filter_complex", "[0][1]amerge=inputs=2", "-c:a", "pcm_f32le",
-        ).read_bytes()  # fmt: skip
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:sample_rate=16000:duration=1",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=880:sample_rate=16000:duration=1",
+            "-filter_complex",
+            "[0][1]amerge=inputs=2",
+            "-c:a",
+            "pcm_f32le",
+        ).read_bytes()
         stereo = decode_audio(data).tensor
         mono = decode_audio(data, num_channels=1).tensor
         assert stereo.shape[0] == 2 and mono.shape[0] == 1

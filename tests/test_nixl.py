@@ -135,8 +135,10 @@ class TestTwoProcesses:
 
     def test_many_cycles_leave_nothing_behind(self, peer: Peer, pool: RegistrationPool) -> None:
         rng = random.Random(7)
-        tensors = [torch.randint(0, 255, (rng.randrange(1, 300_000),), dtype=torch.uint8)
-                   for _ in range(16)]  # fmt: skip
+        tensors = [
+            torch.randint(0, 255, (rng.randrange(1, 300_000),), dtype=torch.uint8)
+            for _ in range(16)
+        ]
         rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         reads = 0
         for i in range(1000):

@@ -88,10 +88,17 @@ class TestDecodeVideo:
         src = numbered_video("vfr-src.mkv", codec=["-c:v", "ffv1"])
         vfr = ffmpeg(
             "vfr.mp4",
-            "-i", str(src),
-            "-vf", "setpts='if(lt(N,25),N/25,1+(N-25)/10)/TB'",
-            "-fps_mode", "vfr", "-c:v", "libx264", "-g", "25",
-        ).read_bytes()  # fmt: skip
+            "-i",
+            str(src),
+            "-vf",
+            "setpts='if(lt(N,25),N/25,1+(N-25)/10)/TB'",
+            "-fps_mode",
+            "vfr",
+            "-c:v",
+            "libx264",
+            "-g",
+            "25",
+        ).read_bytes()
         out = decode_video(vfr, num_frames=5)
         assert numbers(out.tensor) == [0, 12, 25, 37, 49]
         assert out.metadata["pts_seconds"] == pytest.approx([0.0, 0.48, 1.0, 2.2, 3.4], abs=1e-3)
@@ -129,9 +136,14 @@ class TestDecodeVideo:
 
     def test_corrupt_packets(self) -> None:
         noisy = ffmpeg(
-            "noisy.mkv", "-i", str(numbered_video("h264.mp4")), "-c", "copy",
-            "-bsf:v", "noise=amount=50",
-        ).read_bytes()  # fmt: skip
+            "noisy.mkv",
+            "-i",
+            str(numbered_video("h264.mp4")),
+            "-c",
+            "copy",
+            "-bsf:v",
+            "noise=amount=50",
+        ).read_bytes()
         with pytest.raises(DecodeError, match="failed to decode"):
             decode_video(noisy, num_frames=10, strict=True)
         with pytest.raises(DecodeError, match="no sampled frame could be decoded"):
@@ -163,9 +175,18 @@ class TestDecodeVideo:
 class TestVideoLimits:
     def test_many_frames_refused_before_decoding(self) -> None:
         many = ffmpeg(
-            "30000.mp4", "-f", "lavfi", "-i", "color=c=gray:size=320x240:rate=1000:duration=30",
-            "-c:v", "libx264", "-preset", "ultrafast", "-g", "1000",
-        ).read_bytes()  # fmt: skip
+            "30000.mp4",
+            "-f",
+            "lavfi",
+            "-i",
+            "color=c=gray:size=320x240:rate=1000:duration=30",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-g",
+            "1000",
+        ).read_bytes()
         with pytest.raises(
             LimitExceeded,
             match=r"30000 frames of 320x240 RGB need 6\.4 GiB, over limits\.max_alloc \(1\.0 GiB\)"

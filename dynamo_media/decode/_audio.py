@@ -19,7 +19,7 @@ from typing import Any, Literal
 import torch
 from torchcodec.decoders import AudioDecoder
 
-from dynamo_media._errors import DecodeError, LimitExceeded
+from dynamo_media._errors import DecodeError, LimitExceeded, native_reason
 from dynamo_media._media import DecodedMedia, EncodedMedia, options_hash
 from dynamo_media._options import format_bytes
 from dynamo_media.config import AudioLimits
@@ -63,7 +63,7 @@ def _open(data: bytes, sample_rate: int | None, num_channels: int | None) -> Aud
     try:
         return AudioDecoder(data, sample_rate=sample_rate, num_channels=num_channels)
     except (RuntimeError, ValueError) as exc:
-        raise DecodeError(f"no audio stream FFmpeg can read: {exc}") from exc
+        raise DecodeError(f"no audio stream FFmpeg can read: {native_reason(exc)}") from exc
 
 
 def _check(seconds: float, probe: AudioProbe, limits: AudioLimits, what: str) -> None:
@@ -138,7 +138,9 @@ def _decode_chunks(data: bytes, probe: AudioProbe, limits: AudioLimits) -> torch
                 break
             if parts:  # a truncated or damaged tail: keep what decoded before it
                 break
-            raise DecodeError(f"corrupt or truncated {probe.codec} audio: {exc}") from exc
+            raise DecodeError(
+                f"corrupt or truncated {probe.codec} audio: {native_reason(exc)}"
+            ) from exc
         if chunk.shape[1] == 0:
             break
         parts.append(chunk)

@@ -26,7 +26,7 @@ from typing import Any, Literal
 import torch
 from torchcodec import decoders as tcd
 
-from dynamo_media._errors import DecodeError, LimitExceeded
+from dynamo_media._errors import DecodeError, LimitExceeded, native_reason
 from dynamo_media._media import DecodedMedia, EncodedMedia, options_hash
 from dynamo_media._options import format_bytes
 from dynamo_media.config import ImageLimits
@@ -156,7 +156,9 @@ def decode_image(
         else:
             pixels = _decode_pillow(data, mode)
     except (RuntimeError, OSError, ValueError, SyntaxError) as exc:
-        raise DecodeError(f"corrupt or truncated {info.format} image: {exc}") from exc
+        raise DecodeError(
+            f"corrupt or truncated {info.format} image: {native_reason(exc)}"
+        ) from exc
     if mode == "RGB" and pixels.shape[0] == 4:
         pixels = _composite(pixels, background)
     pixels = pixels.to(device)

@@ -34,7 +34,7 @@ import torch
 from torchcodec.decoders import Demuxer, VideoDecoder, VideoStream
 from torchcodec.transforms import Resize
 
-from dynamo_media._errors import DecodeError, InvalidOptions, LimitExceeded
+from dynamo_media._errors import DecodeError, InvalidOptions, LimitExceeded, native_reason
 from dynamo_media._media import DecodedMedia, EncodedMedia, options_hash
 from dynamo_media._options import format_bytes
 from dynamo_media.config import VideoLimits
@@ -103,9 +103,9 @@ def _open(data: bytes) -> Demuxer:
     try:
         return Demuxer(data)
     except ValueError as exc:
-        raise DecodeError(f"no video stream in the file ({exc})") from exc
+        raise DecodeError(f"no video stream in the file ({native_reason(exc)})") from exc
     except RuntimeError as exc:
-        raise DecodeError(f"not a video container FFmpeg can read: {exc}") from exc
+        raise DecodeError(f"not a video container FFmpeg can read: {native_reason(exc)}") from exc
 
 
 def probe_video(
@@ -153,7 +153,7 @@ def probe_video(
     try:
         index = stream.scan()
     except RuntimeError as exc:
-        raise DecodeError(f"corrupt video container: {exc}") from exc
+        raise DecodeError(f"corrupt video container: {native_reason(exc)}") from exc
     total = len(index)
     if total == 0:
         raise DecodeError("the video stream holds no frames")
@@ -201,14 +201,15 @@ def _decode_frames(
             transforms=[Resize((probe.out_height, probe.out_width))] if resize else None,
         )
     except RuntimeError as exc:
-        raise DecodeError(f"cannot open the video decoder: {exc}") from exc
+        raise DecodeError(f"cannot open the video decoder: {native_reason(exc)}") from exc
     try:
         batch = decoder.get_frames_at(probe.frames_indices)
         return batch.data, probe.frames_indices, probe.pts_seconds
     except (RuntimeError, IndexError) as exc:
         if strict:
             raise DecodeError(
-                f"a sampled frame failed to decode ({exc}); set strict=False to drop it"
+                f"a sampled frame failed to decode ({native_reason(exc)}); set strict=False to "
+                "drop it"
             ) from exc
     # Non-strict: decode one by one and keep what decodes (Note [strict] in DESIGN).
     frames, kept, kept_pts = [], [], []

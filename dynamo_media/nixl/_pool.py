@@ -107,8 +107,9 @@ class RegistrationPool:
         self.agent = agent or get_agent()
         self.device = torch.device(device)
         pin = self.device.type == "cpu" and torch.cuda.is_available()
-        self.slab = torch.empty(capacity_bytes, dtype=torch.uint8, device=self.device,
-                                pin_memory=pin)  # fmt: skip
+        self.slab = torch.empty(
+            capacity_bytes, dtype=torch.uint8, device=self.device, pin_memory=pin
+        )
         self.capacity = capacity_bytes
         self.wait_ms = wait_ms
         self._handle = self.agent.register(self.slab)

@@ -1,0 +1,66 @@
+"""Prometheus metrics of the frontend, one registry per app."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
+
+__all__ = ["Metrics"]
+
+_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class Metrics:
+    """The frontend's metrics.
+
+    Args:
+        pool_stats: returns the registration pool's ``stats()``, read at scrape time.
+    """
+
+    def __init__(self, pool_stats: Callable[[], dict[str, int]]) -> None:
+        self.registry = CollectorRegistry()
+        ProcessCollector(registry=self.registry)
+        r = self.registry
+        self.stage_seconds = Histogram(
+            "dynamo_media_stage_seconds",
+            "Seconds per pipeline stage and modality",
+            ["stage", "modality"],
+            buckets=_BUCKETS,
+            registry=r,
+        )
+        self.request_seconds = Histogram(
+            "dynamo_media_request_seconds",
+            "Seconds per chat request, media or text only",
+            ["kind"],
+            buckets=_BUCKETS,
+            registry=r,
+        )
+        self.fetched_bytes = Counter(
+            "dynamo_media_fetched_bytes", "Encoded bytes fetched", ["modality"], registry=r
+        )
+        self.frames = Counter("dynamo_media_frames_decoded", "Video frames decoded", registry=r)
+        self.samples = Counter("dynamo_media_audio_samples_decoded", "Audio samples", registry=r)
+        self.items = Counter("dynamo_media_items", "Media items decoded", ["modality"], registry=r)
+        self.errors = Counter(
+            "dynamo_media_errors", "Errors by type and modality", ["type", "modality"], registry=r
+        )
+        registered = Gauge(
+            "dynamo_media_registered_bytes", "Bytes lent from the NIXL pool now", registry=r
+        )
+        registered.set_function(lambda: pool_stats()["lent_bytes"])
+        regions = Gauge(
+            "dynamo_media_registered_items", "Items held in the NIXL pool now", registry=r
+        )
+        regions.set_function(lambda: pool_stats()["lent"])
+
+    def render(self) -> bytes:
+        """The exposition text."""
+        return generate_latest(self.registry)

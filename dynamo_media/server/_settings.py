@@ -1,0 +1,116 @@
+"""The server's configuration file: the fetcher, the decoder, and the server's own settings.
+
+    {"fetcher": {...MediaFetcher.to_dict()...},
+     "decoder": {"image": {...}, "video": {...}, "audio": {...}},
+     "server": {"model": "dynamo-media-echo", "max_concurrent_requests": 16, ...}}
+
+Every section is optional; what is missing takes the embedded defaults (``default_config``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from dynamo_media._errors import InvalidOptions
+from dynamo_media._options import Options
+from dynamo_media.config import MediaDecoder, MediaFetcher
+
+__all__ = ["ServerConfig", "ServerSettings", "default_config", "load_config", "parse_config"]
+
+MiB = 1 << 20
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerSettings(Options):
+    """How the frontend serves.
+
+    Attributes:
+        model: the model name the reference backend answers as. Default: ``"dynamo-media-echo"``.
+        max_concurrent_requests: media requests processed at once; more wait. Default: 16.
+        queue_timeout_ms: how long a request waits for a slot (or for pool room) before 503
+            with ``Retry-After``. Default: 2000.
+        decode_workers: threads for guard, decode and registration. Default: 2.
+        pool_capacity_bytes: NIXL registration pool: the bytes of decoded media held in flight
+            at once. Default: 2 GiB.
+        device: where decoded tensors go, ``"cpu"`` or ``"cuda"``. Default: ``"cpu"``.
+        backend_timeout_ms: how long the backend may take to answer. Default: 600000.
+    """
+
+    model: str = "dynamo-media-echo"
+    max_concurrent_requests: int = 16
+    queue_timeout_ms: int = 2000
+    decode_workers: int = 2
+    pool_capacity_bytes: int = 2048 * MiB
+    device: str = "cpu"
+    backend_timeout_ms: int = 600_000
+
+
+def default_config() -> dict[str, Any]:
+    """The embedded configuration: images; video at 2 fps, at most 128 frames (the seed's);
+    audio at 16 kHz mono (what speech models take); safe limits; the default fetch policy."""
+    return {
+        "fetcher": MediaFetcher().to_dict(),
+        "decoder": {
+            "image": {
+                "limits": {"max_image_width": 8192, "max_image_height": 8192, "max_alloc": 64 * MiB}
+            },
+            "video": {"fps": 2.0, "max_frames": 128, "limits": {"max_alloc": 384 * MiB}},
+            "audio": {
+                "sample_rate": 16000,
+                "num_channels": 1,
+                "limits": {"max_duration_seconds": 600, "max_alloc": 64 * MiB},
+            },
+        },
+        "server": ServerSettings().to_dict(),
+    }
+
+
+@dataclasses.dataclass(eq=False)
+class ServerConfig:
+    """A parsed configuration file."""
+
+    fetcher: MediaFetcher
+    decoder: MediaDecoder
+    settings: ServerSettings
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "fetcher": self.fetcher.to_dict(),
+            "decoder": self.decoder.to_dict(),
+            "server": self.settings.to_dict(),
+        }
+
+
+def parse_config(data: Mapping[str, Any]) -> ServerConfig:
+    """Builds a ``ServerConfig`` over the defaults; unknown sections are ``InvalidOptions``."""
+    unknown = set(data) - {"fetcher", "decoder", "server"}
+    if unknown:
+        raise InvalidOptions(
+            f"Unknown section {sorted(unknown)[0]!r} in the config. Allowed keys: decoder, "
+            "fetcher, server"
+        )
+    base = default_config()
+    return ServerConfig(
+        fetcher=MediaFetcher.from_dict({**base["fetcher"], **data.get("fetcher", {})}),
+        decoder=MediaDecoder.from_dict(data.get("decoder", base["decoder"])),
+        settings=ServerSettings.from_dict(
+            {**base["server"], **data.get("server", {})}, where="server"
+        ),
+    )
+
+
+def load_config(path: str | Path | None) -> ServerConfig:
+    """Reads a JSON configuration file, or the embedded defaults when ``path`` is ``None``."""
+    if path is None:
+        return parse_config({})
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise InvalidOptions(f"Cannot read the config file {path}: {exc}") from exc
+    if not isinstance(data, Mapping):
+        raise InvalidOptions(f"The config file {path} must hold a JSON object")
+    return parse_config(data)
