@@ -1,0 +1,115 @@
+"""NIXL hand-off: per-tensor ``register_memory`` against the registration pool (one copy into a
+pre-registered region), and transfer throughput between two processes beside a plain
+``torch.Tensor.copy_`` (memcpy), the physical ceiling.
+
+    python -m benchmarks.nixl [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+
+import torch
+
+from benchmarks._common import ROOT, Row, interleaved, machine, report, table, versions
+from dynamo_media import DecodedMedia
+from dynamo_media.nixl import RegistrationPool, get_agent, register_media
+
+SIZES = {"1 MB": 1 << 20, "25 MB": 25 << 20, "250 MB": 250 << 20}
+
+
+class Peer:
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.nixl_peer"],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    def read(self, descriptor: dict) -> dict:
+        assert self.proc.stdin and self.proc.stdout
+        self.proc.stdin.write(json.dumps({"descriptor": descriptor}) + "\n")
+        self.proc.stdin.flush()
+        return json.loads(self.proc.stdout.readline())
+
+    def close(self) -> None:
+        assert self.proc.stdin
+        self.proc.stdin.close()
+        self.proc.wait()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    repeats = 3 if args.quick else 7
+    sizes = dict(list(SIZES.items())[:2]) if args.quick else SIZES
+    agent = get_agent()
+    pool = RegistrationPool(agent, capacity_bytes=600 << 20)
+    peer = Peer()
+    reg_rows, xfer_rows = [], []
+    try:
+        for name, nbytes in sizes.items():
+            tensor = torch.randint(0, 255, (nbytes,), dtype=torch.uint8)
+            media = DecodedMedia(tensor, "image", {})
+
+            def per_tensor(t: torch.Tensor = tensor) -> None:
+                agent.deregister(agent.register(t))
+                agent.metadata()  # a new registration changes what the backend must be sent
+
+            def pooled(m: DecodedMedia = media) -> None:
+                register_media(m, pool).release()
+
+            reg_rows.append(
+                Row(
+                    name,
+                    interleaved(
+                        {
+                            "dynamo-media pool (copy into region)": pooled,
+                            "register_memory per tensor": per_tensor,
+                        },
+                        repeats=repeats,
+                    ),
+                )
+            )
+            print(reg_rows[-1])
+
+            dst = torch.empty_like(tensor)
+            registered = register_media(media, pool)
+            peer.read(registered.descriptor)  # connect once
+            reads = []
+            for _ in range(repeats):
+                registered.release()
+                registered = register_media(media, pool)
+                reads.append(peer.read(registered.descriptor)["seconds"])
+            registered.release()
+            start = time.perf_counter()
+            for _ in range(repeats):
+                dst.copy_(tensor)
+            memcpy = (time.perf_counter() - start) / repeats
+            read_s = sorted(reads)[len(reads) // 2]
+            xfer_rows.append(
+                Row(
+                    name,
+                    {"NIXL READ, two processes": read_s, "torch copy_ (memcpy)": memcpy},
+                    f"{nbytes / read_s / 1e9:.2f} GB/s vs {nbytes / memcpy / 1e9:.2f} GB/s",
+                )
+            )
+            print(xfer_rows[-1])
+    finally:
+        peer.close()
+        pool.close()
+    head = f"Machine: {machine()}; {versions('torch', 'nixl')}\n\n"
+    text = head + table("Registration: per tensor against the pool (median)", reg_rows)
+    text += "\n" + table("Transfer between two processes (median)", xfer_rows)
+    report("nixl", text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,221 @@
+"""Load test of ``dynamo-media serve`` (frontend + reference backend, real processes): mixed
+requests at a fixed concurrency, one in five bad, with text-only probes running beside them.
+
+It checks what a deployment cares about: zero 5xx, no registrations left afterwards, memory back
+near its start, and text-only latency while videos decode. Bounded in count and time; everything
+runs on 127.0.0.1.
+
+    python -m benchmarks.server [--quick] [--requests 200] [--concurrency 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import random
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from benchmarks._common import ROOT, machine, report
+from tests.media import ffmpeg, numbered_video
+from tests.media_server import MediaServer
+
+TEXT = {"model": "dynamo-media-echo", "messages": [{"role": "user", "content": "ping"}]}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _start(config: dict) -> tuple[subprocess.Popen, str]:
+    path = Path(tempfile.mkdtemp()) / "config.json"
+    path.write_text(json.dumps(config))
+    port = _free_port()
+    cmd = [
+        sys.executable,
+        "-m",
+        "dynamo_media.cli",
+        "serve",
+        "--config",
+        str(path),
+        "--port",
+        str(port),
+    ]
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            time.sleep(0.3)
+    raise SystemExit("dynamo-media serve did not start")
+
+
+def _metric(text: str, name: str) -> float:
+    found = re.search(rf"^{name} (\S+)$", text, re.MULTILINE)
+    return float(found.group(1)) if found else float("nan")
+
+
+def _requests(server: MediaServer, n: int, rng: random.Random) -> list[tuple[str, dict]]:
+    def url(name: str, path: Path, mime: str) -> str:
+        return server.url(server.add(name, path.read_bytes(), mime), host="127.0.0.1")
+
+    jpeg = ffmpeg("load.jpg", "-f", "lavfi", "-i", "testsrc2=size=1280x720", "-frames:v", "1")
+    image = url("load.jpg", jpeg, "image/jpeg")
+    video = url("load.mp4", numbered_video("load.mp4", seconds=10, size="640x360"), "video/mp4")
+    audio = ffmpeg(
+        "load.mp3", "-f", "lavfi", "-i", "sine=frequency=440:duration=20", "-c:a", "libmp3lame"
+    )
+    audio_url = url("load.mp3", audio, "audio/mpeg")
+    corrupt = server.url(
+        server.add("bad.jpg", jpeg.read_bytes()[:2000], "image/jpeg"), host="127.0.0.1"
+    )
+    wav64 = base64.b64encode(
+        ffmpeg("load.wav", "-f", "lavfi", "-i", "sine=frequency=220:duration=3").read_bytes()
+    ).decode()
+
+    def part(kind: str, value: object) -> dict:
+        return {
+            "model": "dynamo-media-echo",
+            "messages": [{"role": "user", "content": [{"type": kind, kind: value}]}],
+        }
+
+    good = [
+        ("image", part("image_url", {"url": image})),
+        ("video", part("video_url", {"url": video})),
+        ("audio", part("audio_url", {"url": audio_url})),
+        ("audio", part("input_audio", {"data": wav64, "format": "wav"})),
+    ]
+    bad = [
+        ("bad", part("image_url", {"url": "http://10.0.0.1/x.jpg"})),  # refused: not allowed
+        ("bad", part("image_url", {"url": corrupt})),
+        ("bad", part("video_url", {"url": video}) | {"media_io_kwargs": {"video": {"fsp": 1}}}),
+        ("bad", part("image_url", {"url": "http://127.0.0.1:9/none.jpg"})),
+    ]
+    return [rng.choice(bad) if i % 5 == 4 else rng.choice(good) for i in range(n)]
+
+
+async def _load(url: str, work: list[tuple[str, dict]], concurrency: int) -> dict:
+    latencies: dict[str, list[float]] = {}
+    statuses: dict[int, int] = {}
+    probes: list[float] = []
+    sem = asyncio.Semaphore(concurrency)
+    done = asyncio.Event()
+    async with httpx.AsyncClient(base_url=url, timeout=120) as client:
+
+        async def one(kind: str, body: dict) -> None:
+            async with sem:
+                start = time.perf_counter()
+                answer = await client.post("/v1/chat/completions", json=body)
+                latencies.setdefault(kind, []).append(time.perf_counter() - start)
+                statuses[answer.status_code] = statuses.get(answer.status_code, 0) + 1
+
+        async def probe() -> None:
+            async with httpx.AsyncClient(base_url=url, timeout=30) as own:
+                while not done.is_set():
+                    start = time.perf_counter()
+                    await own.post("/v1/chat/completions", json=TEXT)
+                    probes.append(time.perf_counter() - start)
+                    await asyncio.sleep(0.05)
+
+        prober = asyncio.create_task(probe())
+        start = time.perf_counter()
+        await asyncio.gather(*(one(kind, body) for kind, body in work))
+        wall = time.perf_counter() - start
+        done.set()
+        await prober
+    return {"latencies": latencies, "statuses": statuses, "probes": probes, "wall": wall}
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="40 requests")
+    parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--concurrency", type=int, default=16)
+    args = parser.parse_args()
+    n = 40 if args.quick else args.requests
+    media = MediaServer()
+    # The media server is 127.0.0.1 with a port: allow exactly that host.
+    config = {
+        "fetcher": {
+            "allow_direct_ip": True,
+            "allow_private_ips": True,
+            "allow_direct_port": True,
+            "allowed_media_domains": ["127.0.0.1"],
+        },
+        "server": {
+            "max_concurrent_requests": args.concurrency,
+            "queue_timeout_ms": 60000,
+            "pool_capacity_bytes": 1 << 30,
+        },
+    }
+    proc, url = _start(config)
+    try:
+        work = _requests(media, n, random.Random(0))
+        asyncio.run(_load(url, work[:8], 4))  # warm up: connections, decoders
+        before = httpx.get(f"{url}/metrics").text
+        result = asyncio.run(_load(url, work, args.concurrency))
+        time.sleep(0.5)
+        after = httpx.get(f"{url}/metrics").text
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+        media.stop()
+    rss0 = _metric(before, "process_resident_memory_bytes") / 2**20
+    rss1 = _metric(after, "process_resident_memory_bytes") / 2**20
+    left = _metric(after, "dynamo_media_registered_items")
+    fives = sum(c for s, c in result["statuses"].items() if s >= 500)
+    lines = [
+        f"Machine: {machine()}\n",
+        f"### Load: {n} requests, concurrency {args.concurrency}, one in five bad\n",
+        "| kind | requests | p50 ms | p99 ms |",
+        "|---|---|---|---|",
+    ]
+    for kind, values in sorted(result["latencies"].items()):
+        lines.append(
+            f"| {kind} | {len(values)} | {statistics.median(values) * 1000:.1f} | "
+            f"{_pct(values, 0.99) * 1000:.1f} |"
+        )
+    probes = result["probes"]
+    lines.append(
+        f"| text-only probe, during the load | {len(probes)} | "
+        f"{statistics.median(probes) * 1000:.1f} | {_pct(probes, 0.99) * 1000:.1f} |"
+    )
+    lines += [
+        "",
+        f"- statuses: {dict(sorted(result['statuses'].items()))}; 5xx: {fives}",
+        f"- wall time {result['wall']:.1f} s ({n / result['wall']:.1f} requests/s)",
+        f"- registrations left afterwards: {left:.0f}",
+        f"- frontend RSS: {rss0:.0f} MiB after warm-up, {rss1:.0f} MiB after the load",
+        f"- text-only latency during the load: max {max(probes) * 1000:.1f} ms",
+    ]
+    report("server", "\n".join(lines) + "\n")
+    if fives or left:
+        raise SystemExit("the load test failed: 5xx answers or registrations left")
+
+
+if __name__ == "__main__":
+    main()
