@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import base64
 import json
+import multiprocessing
 import os
 import random
 import re
@@ -25,6 +26,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -113,12 +115,26 @@ def _requests(server: MediaServer, n: int, rng: random.Random) -> list[tuple[str
     return [rng.choice(bad) if i % 5 == 4 else rng.choice(good) for i in range(n)]
 
 
+def _probe(url: str, stop: Any, out: Any) -> None:
+    """Text-only requests every 50 ms from their own process, until ``stop`` is set."""
+    latencies = []
+    with httpx.Client(base_url=url, timeout=30) as client:
+        while not stop.is_set():
+            start = time.perf_counter()
+            client.post("/v1/chat/completions", json=TEXT)
+            latencies.append(time.perf_counter() - start)
+            time.sleep(0.05)
+    out.put(latencies)
+
+
 async def _load(url: str, work: list[tuple[str, dict]], concurrency: int) -> dict:
     latencies: dict[str, list[float]] = {}
     statuses: dict[int, int] = {}
-    probes: list[float] = []
     sem = asyncio.Semaphore(concurrency)
-    done = asyncio.Event()
+    ctx = multiprocessing.get_context("spawn")
+    stop, out = ctx.Event(), ctx.Queue()
+    prober = ctx.Process(target=_probe, args=(url, stop, out))
+    prober.start()
     async with httpx.AsyncClient(base_url=url, timeout=120) as client:
 
         async def one(kind: str, body: dict) -> None:
@@ -128,20 +144,13 @@ async def _load(url: str, work: list[tuple[str, dict]], concurrency: int) -> dic
                 latencies.setdefault(kind, []).append(time.perf_counter() - start)
                 statuses[answer.status_code] = statuses.get(answer.status_code, 0) + 1
 
-        async def probe() -> None:
-            async with httpx.AsyncClient(base_url=url, timeout=30) as own:
-                while not done.is_set():
-                    start = time.perf_counter()
-                    await own.post("/v1/chat/completions", json=TEXT)
-                    probes.append(time.perf_counter() - start)
-                    await asyncio.sleep(0.05)
-
-        prober = asyncio.create_task(probe())
+        await asyncio.sleep(1.0)  # the prober's interpreter starts
         start = time.perf_counter()
         await asyncio.gather(*(one(kind, body) for kind, body in work))
         wall = time.perf_counter() - start
-        done.set()
-        await prober
+    stop.set()
+    probes = out.get(timeout=60)
+    prober.join(timeout=30)
     return {"latencies": latencies, "statuses": statuses, "probes": probes, "wall": wall}
 
 

@@ -75,6 +75,8 @@ def _serve(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    # Hand the GIL to the event loop sooner when decode threads hold it (Python's default: 5 ms).
+    sys.setswitchinterval(0.001)
     config = load_config(args.config)
     settings = config.settings
     with contextlib.ExitStack() as stack:
@@ -84,7 +86,6 @@ def _serve(args: argparse.Namespace) -> int:
             device=settings.device,
             wait_ms=settings.queue_timeout_ms,
         )
-        pool.start_listener()
         stack.callback(pool.close)
         app = create_app(config, backend, pool)
         print(f"dynamo-media frontend on http://{args.host}:{args.port} -> backend {backend}")

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import copy
 import dataclasses
 import os
+import threading
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -33,7 +35,13 @@ from dynamo_media.transforms import (
     Transform,
 )
 
-__all__ = ["MediaItem", "MediaPreprocessor", "PreprocessResult", "find_media"]
+__all__ = [
+    "MediaItem",
+    "MediaPreprocessor",
+    "PreprocessResult",
+    "find_media",
+    "lower_thread_priority",
+]
 
 # OpenAI part type -> (modality, multi_modal_data key)
 PART_TYPES = {
@@ -53,6 +61,19 @@ _AUDIO_FORMATS = {
     "webm": "audio/webm",
     "pcm16": "audio/wav",
 }
+
+
+# Note [decode priority]
+# Decoding is CPU-bound and runs beside the event loop. Worker threads lower their own priority
+# (Linux applies setpriority to a thread id, and the FFmpeg threads they start inherit it), so
+# that the event loop, health checks and text-only requests get a core first when all are busy.
+DECODE_NICENESS = 10
+
+
+def lower_thread_priority() -> None:
+    """Lowers the calling thread's CPU priority (Note [decode priority]); best effort."""
+    with contextlib.suppress(OSError, AttributeError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), DECODE_NICENESS)
 
 
 def _stage(step: Transform) -> str:
@@ -203,7 +224,9 @@ class MediaPreprocessor:
         self.nixl = nixl
         self.device = device
         self._pool = concurrent.futures.ThreadPoolExecutor(
-            max_workers=max_workers or os.cpu_count() or 2, thread_name_prefix="dynamo-media"
+            max_workers=max_workers or os.cpu_count() or 2,
+            thread_name_prefix="dynamo-media",
+            initializer=lower_thread_priority,
         )
 
     def _pipeline(self, item: MediaItem, media_io_kwargs: Mapping[str, Any]) -> Compose:

@@ -64,7 +64,6 @@ def peer() -> Iterator[Peer]:
 @pytest.fixture
 def pool() -> Iterator[RegistrationPool]:
     pool = RegistrationPool(capacity_bytes=64 << 20, wait_ms=100)
-    pool.start_listener()
     yield pool
     pool.close()
 

@@ -21,6 +21,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from dynamo_media._errors import MediaError
 from dynamo_media._media import tensor_sha256
 from dynamo_media.nixl import read
+from dynamo_media.preprocess import lower_thread_priority
 
 __all__ = ["create_backend_app", "describe_items"]
 
@@ -28,6 +29,7 @@ _MODALITY = {"image_url": "image", "video_url": "video", "audio_url": "audio"}
 
 
 def _read_one(key: str, descriptor: dict[str, Any]) -> dict[str, Any]:
+    lower_thread_priority()  # reading and hashing must not starve the event loop
     start = time.perf_counter()
     tensor = read(descriptor)
     seconds = time.perf_counter() - start

@@ -119,6 +119,7 @@ class RegistrationPool:
         self._cond = threading.Condition()
         self._listener: threading.Thread | None = None
         self._closed = False
+        self.start_listener()
 
     @property
     def mem_type(self) -> str:
@@ -225,7 +226,8 @@ class RegistrationPool:
         return released
 
     def start_listener(self, interval_s: float = 0.002) -> None:
-        """Starts the thread that frees regions on backends' notifications."""
+        """Starts the thread that progresses the agent (Note [nixl progress] in ``_agent.py``)
+        and frees regions on backends' notifications; the pool starts it itself."""
         if self._listener is not None:
             return
 

@@ -47,9 +47,7 @@ class RegisteredMedia:
 @functools.cache
 def default_pool() -> RegistrationPool:
     """The process-wide DRAM pool on the process-wide agent, made on first use."""
-    pool = RegistrationPool()
-    pool.start_listener()
-    return pool
+    return RegistrationPool()
 
 
 def register_media(
