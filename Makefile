@@ -3,7 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-EXTRAS := server,test,bench
+BENCH_STAMP := $(VENV)/.bench-installed
+EXTRAS := server,test
 
 .PHONY: serve test lint bench setup ffmpeg clean
 
@@ -20,8 +21,13 @@ lint: setup
 	$(BIN)/ruff format --check dynamo_media tests benchmarks
 	$(BIN)/mypy
 
-bench: setup
-	$(BIN)/python benchmarks/run.py $(ARGS)
+# The peers (OpenCV, PyAV, decord, soundfile) are installed for benchmarks only.
+bench: setup $(BENCH_STAMP)
+	$(BIN)/python -m benchmarks.run $(ARGS)
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[$(EXTRAS),bench]'
+	touch $(BENCH_STAMP)
 
 setup: ffmpeg $(STAMP)
 

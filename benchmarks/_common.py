@@ -69,11 +69,14 @@ def machine() -> str:
 
 def versions(*modules: str) -> str:
     import importlib
+    import importlib.metadata
 
     out = []
     for name in modules:
         try:
-            out.append(f"{name} {importlib.import_module(name).__version__}")
+            module = importlib.import_module(name)
+            version = getattr(module, "__version__", None) or importlib.metadata.version(name)
+            out.append(f"{name} {version}")
         except Exception:
             out.append(f"{name} (not installed)")
     return ", ".join(out)

@@ -113,3 +113,21 @@ class MediaServer(http.server.ThreadingHTTPServer):
     def stop(self) -> None:
         self.shutdown()
         self.server_close()
+
+
+def main() -> None:
+    """``python -m tests.media_server DIR``: serves DIR's files as /file/<name> in this process
+    (so that a benchmark's client does not share the server's interpreter); prints the port."""
+    import sys
+    from pathlib import Path
+
+    server = MediaServer()
+    for path in Path(sys.argv[1]).iterdir():
+        server.add(path.name, path.read_bytes())
+    print(server.port, flush=True)
+    sys.stdin.read()  # serve until the parent closes our stdin
+    server.stop()
+
+
+if __name__ == "__main__":
+    main()
