@@ -14,14 +14,11 @@ changes and backends cache it.
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
-import sys
 import time
 
 import torch
 
-from benchmarks._common import ROOT, Row, interleaved, machine, report, table, versions
+from benchmarks._common import Row, interleaved, machine, report, table, versions
 from dynamo_media import DecodedMedia
 from dynamo_media.nixl import (
     NixlAgent,
@@ -30,30 +27,9 @@ from dynamo_media.nixl import (
     get_agent,
     register_media,
 )
+from tests.nixl_peer import Peer
 
 SIZES = {"1 MB": 1 << 20, "25 MB": 25 << 20, "250 MB": 250 << 20}
-
-
-class Peer:
-    def __init__(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.nixl_peer"],
-            cwd=ROOT,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-
-    def read(self, descriptor: dict) -> dict:
-        assert self.proc.stdin and self.proc.stdout
-        self.proc.stdin.write(json.dumps({"descriptor": descriptor}) + "\n")
-        self.proc.stdin.flush()
-        return json.loads(self.proc.stdout.readline())
-
-    def close(self) -> None:
-        assert self.proc.stdin
-        self.proc.stdin.close()
-        self.proc.wait()
 
 
 def main() -> None:

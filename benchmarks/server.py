@@ -13,62 +13,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import json
 import multiprocessing
-import os
 import random
 import re
-import signal
-import socket
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from benchmarks._common import ROOT, machine, report
+from benchmarks._common import machine, report
 from tests.media import ffmpeg, numbered_video
 from tests.media_server import MediaServer
+from tests.serve import serving
 
 TEXT = {"model": "dynamo-media-echo", "messages": [{"role": "user", "content": "ping"}]}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _start(config: dict) -> tuple[subprocess.Popen, str]:
-    path = Path(tempfile.mkdtemp()) / "config.json"
-    path.write_text(json.dumps(config))
-    port = _free_port()
-    cmd = [
-        sys.executable,
-        "-m",
-        "dynamo_media.cli",
-        "serve",
-        "--config",
-        str(path),
-        "--port",
-        str(port),
-    ]
-    proc = subprocess.Popen(
-        cmd, cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            time.sleep(0.3)
-    raise SystemExit("dynamo-media serve did not start")
 
 
 def _metric(text: str, name: str) -> float:
@@ -181,18 +141,16 @@ def main() -> None:
             "pool_capacity_bytes": 1 << 30,
         },
     }
-    proc, url = _start(config)
-    try:
-        work = _requests(media, n, random.Random(0))
-        asyncio.run(_load(url, work[:8], 4))  # warm up: connections, decoders
-        before = httpx.get(f"{url}/metrics").text
-        result = asyncio.run(_load(url, work, args.concurrency))
-        time.sleep(0.5)
-        after = httpx.get(f"{url}/metrics").text
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
-        media.stop()
+    with serving(config, quiet=True) as url:
+        try:
+            work = _requests(media, n, random.Random(0))
+            asyncio.run(_load(url, work[:8], 4))  # warm up: connections, decoders
+            before = httpx.get(f"{url}/metrics").text
+            result = asyncio.run(_load(url, work, args.concurrency))
+            time.sleep(0.5)
+            after = httpx.get(f"{url}/metrics").text
+        finally:
+            media.stop()
     rss0 = _metric(before, "process_resident_memory_bytes") / 2**20
     rss1 = _metric(after, "process_resident_memory_bytes") / 2**20
     left = _metric(after, "dynamo_media_registered_items")

@@ -1,8 +1,6 @@
 import json
 import random
 import resource
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 
@@ -23,35 +21,11 @@ from dynamo_media import (
 from dynamo_media.nixl import RegisteredMedia, RegistrationPool, get_agent, register_media
 from dynamo_media.transforms import NixlRegister, ToDevice
 from tests.conftest import DEVICES
-from tests.media import ROOT, numbered_video
+from tests.media import numbered_video
 from tests.media_server import MediaServer
+from tests.nixl_peer import Peer
 from tests.test_audio import FORMATS, tone
 from tests.test_image import LOSSY
-
-
-class Peer:
-    """The backend process: one JSON line in, one JSON line out."""
-
-    def __init__(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.nixl_peer"],
-            cwd=ROOT,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-
-    def read(self, descriptor: dict) -> dict:
-        assert self.proc.stdin and self.proc.stdout
-        self.proc.stdin.write(json.dumps({"descriptor": descriptor}) + "\n")
-        self.proc.stdin.flush()
-        return json.loads(self.proc.stdout.readline())
-
-    def close(self) -> None:
-        assert self.proc.stdin and self.proc.stdout
-        self.proc.stdin.close()
-        self.proc.wait(timeout=30)
-        self.proc.stdout.close()
 
 
 @pytest.fixture(scope="module")

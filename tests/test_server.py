@@ -3,12 +3,6 @@ reference backend in their own processes), fetching from a real HTTP server on 1
 
 import base64
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,22 +11,17 @@ import openai
 import pytest
 
 from dynamo_media import decode_audio, decode_image, decode_video, tensor_sha256
-from tests.media import ROOT, numbered_video
+from tests.media import numbered_video
 from tests.media_server import MediaServer
+from tests.serve import serving
 from tests.test_audio import FORMATS, tone
 from tests.test_image import LOSSY
 
 MODEL = "dynamo-media-echo"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def frontend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def frontend() -> Iterator[str]:
     config = {
         # The media server below is on 127.0.0.1 with a port: allow exactly that.
         "fetcher": {
@@ -49,37 +38,8 @@ def frontend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         },
         "server": {"pool_capacity_bytes": 256 << 20, "max_concurrent_requests": 4},
     }
-    path = tmp_path_factory.mktemp("serve") / "config.json"
-    path.write_text(json.dumps(config))
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "dynamo_media.cli",
-            "serve",
-            "--config",
-            str(path),
-            "--port",
-            str(port),
-        ],
-        cwd=ROOT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        assert proc.poll() is None, "dynamo-media serve exited"
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, "dynamo-media serve did not start"
-        time.sleep(0.3)
-    yield url
-    os.killpg(proc.pid, signal.SIGTERM)
-    proc.wait(timeout=30)
+    with serving(config) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

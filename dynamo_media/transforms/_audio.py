@@ -5,11 +5,11 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Literal
 
-from dynamo_media._media import DecodedMedia, EncodedMedia
-from dynamo_media._options import changed_fields, format_bytes
+from dynamo_media._media import EncodedMedia
+from dynamo_media._options import format_bytes
 from dynamo_media.config import AudioLimits, AudioOptions
 from dynamo_media.decode import decode_audio, probe_audio
-from dynamo_media.transforms._transform import Transform
+from dynamo_media.transforms._transform import DecodeTransform, Transform
 
 __all__ = ["CheckAudioLimits", "DecodeAudio"]
 
@@ -60,11 +60,13 @@ class CheckAudioLimits(Transform):
         }
 
 
-class DecodeAudio(Transform):
+class DecodeAudio(DecodeTransform):
     """Decodes audio to ``float32`` in [-1, 1]. Functional twin: ``decode_audio``.
 
     Options are checked at construction. Args: as ``decode_audio``.
     """
+
+    decode = staticmethod(decode_audio)
 
     def __init__(
         self,
@@ -86,15 +88,3 @@ class DecodeAudio(Transform):
             limits=limits or AudioLimits(),
         )
         self.device = device
-
-    @classmethod
-    def from_options(cls, options: AudioOptions, *, device: str = "cpu") -> DecodeAudio:
-        """The transform for configured options."""
-        return cls(**options.to_kwargs(), device=device)
-
-    def forward(self, inpt: EncodedMedia) -> DecodedMedia:
-        return decode_audio(inpt, **self.options.to_kwargs(), device=self.device)
-
-    def repr_options(self) -> dict[str, Any]:
-        shown = changed_fields(self.options)
-        return shown | ({"device": self.device} if self.device != "cpu" else {})

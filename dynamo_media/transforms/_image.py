@@ -5,11 +5,11 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Literal
 
-from dynamo_media._media import DecodedMedia, EncodedMedia
-from dynamo_media._options import changed_fields, format_bytes
+from dynamo_media._media import EncodedMedia
+from dynamo_media._options import format_bytes
 from dynamo_media.config import ImageLimits, ImageOptions
 from dynamo_media.decode import check_image_limits, decode_image, probe_image
-from dynamo_media.transforms._transform import Transform
+from dynamo_media.transforms._transform import DecodeTransform, Transform
 
 __all__ = ["CheckImageLimits", "DecodeImage"]
 
@@ -46,11 +46,13 @@ class CheckImageLimits(Transform):
         }
 
 
-class DecodeImage(Transform):
+class DecodeImage(DecodeTransform):
     """Decodes an image to ``uint8`` RGB(A). Functional twin: ``decode_image``.
 
     Options are checked at construction (``InvalidOptions``). Args: as ``decode_image``.
     """
+
+    decode = staticmethod(decode_image)
 
     def __init__(
         self,
@@ -65,23 +67,3 @@ class DecodeImage(Transform):
             mode=mode, layout=layout, background=background, limits=limits or ImageLimits()
         )
         self.device = device
-
-    @classmethod
-    def from_options(cls, options: ImageOptions, *, device: str = "cpu") -> DecodeImage:
-        """The transform for configured options."""
-        return cls(**options.to_kwargs(), device=device)
-
-    def forward(self, inpt: EncodedMedia) -> DecodedMedia:
-        o = self.options
-        return decode_image(
-            inpt,
-            mode=o.mode,
-            layout=o.layout,
-            background=o.background,
-            device=self.device,
-            limits=o.limits,
-        )
-
-    def repr_options(self) -> dict[str, Any]:
-        shown = changed_fields(self.options)
-        return shown | ({"device": self.device} if self.device != "cpu" else {})

@@ -9,9 +9,13 @@ the twin, never by hidden state in the transform.
 from __future__ import annotations
 
 import abc
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ClassVar
 
-__all__ = ["Transform"]
+from dynamo_media._media import DecodedMedia, EncodedMedia
+from dynamo_media._options import Options, changed_fields
+
+__all__ = ["DecodeTransform", "Transform"]
 
 
 class Transform(abc.ABC):
@@ -31,3 +35,27 @@ class Transform(abc.ABC):
     def __repr__(self) -> str:
         options = ", ".join(f"{k}={v!r}" for k, v in self.repr_options().items())
         return f"{type(self).__name__}({options})"
+
+
+class DecodeTransform(Transform):
+    """The shared body of ``DecodeImage``, ``DecodeVideo`` and ``DecodeAudio``.
+
+    A subclass's ``__init__`` builds ``self.options`` (validated at construction) and sets
+    ``self.device``; ``decode`` names its functional twin, which ``forward`` calls with them.
+    """
+
+    options: Options
+    device: str
+    decode: ClassVar[Callable[..., DecodedMedia]]
+
+    @classmethod
+    def from_options(cls, options: Options, *, device: str = "cpu") -> Any:
+        """The transform for configured options."""
+        return cls(**options.to_kwargs(), device=device)  # type: ignore[call-arg]
+
+    def forward(self, inpt: EncodedMedia) -> DecodedMedia:
+        return type(self).decode(inpt, **self.options.to_kwargs(), device=self.device)
+
+    def repr_options(self) -> dict[str, Any]:
+        shown = changed_fields(self.options)
+        return shown | ({"device": self.device} if self.device != "cpu" else {})

@@ -5,11 +5,11 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Literal
 
-from dynamo_media._media import DecodedMedia, EncodedMedia
+from dynamo_media._media import EncodedMedia
 from dynamo_media._options import changed_fields, format_bytes
 from dynamo_media.config import VideoLimits, VideoOptions
 from dynamo_media.decode import decode_video, probe_video
-from dynamo_media.transforms._transform import Transform
+from dynamo_media.transforms._transform import DecodeTransform, Transform
 
 __all__ = ["CheckVideoLimits", "DecodeVideo"]
 
@@ -63,12 +63,14 @@ class CheckVideoLimits(Transform):
         return shown | changed_fields(limits, skip=("max_alloc",))
 
 
-class DecodeVideo(Transform):
+class DecodeVideo(DecodeTransform):
     """Decodes uniformly sampled frames to ``uint8`` RGB. Functional twin: ``decode_video``.
 
     Options are checked at construction (``fps`` with ``num_frames`` is ``InvalidOptions``).
     Args: as ``decode_video``.
     """
+
+    decode = staticmethod(decode_video)
 
     def __init__(
         self,
@@ -92,15 +94,3 @@ class DecodeVideo(Transform):
             limits=limits or VideoLimits(),
         )
         self.device = device
-
-    @classmethod
-    def from_options(cls, options: VideoOptions, *, device: str = "cpu") -> DecodeVideo:
-        """The transform for configured options."""
-        return cls(**options.to_kwargs(), device=device)
-
-    def forward(self, inpt: EncodedMedia) -> DecodedMedia:
-        return decode_video(inpt, **self.options.to_kwargs(), device=self.device)
-
-    def repr_options(self) -> dict[str, Any]:
-        shown = changed_fields(self.options)
-        return shown | ({"device": self.device} if self.device != "cpu" else {})

@@ -1,0 +1,53 @@
+"""``dynamo-media serve`` as a real process, for end-to-end tests and the load benchmark."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.media import ROOT
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def serving(config: dict[str, Any], *, quiet: bool = False) -> Iterator[str]:
+    """Runs ``dynamo-media serve --config`` (frontend and reference backend) until the block
+    ends; yields the frontend's URL once ``/health`` answers."""
+    path = Path(tempfile.mkdtemp()) / "config.json"
+    path.write_text(json.dumps(config))
+    port = free_port()
+    cmd = [sys.executable, "-m", "dynamo_media.cli", "serve", "--config", str(path), "--port",
+           str(port)]  # fmt: skip
+    out = subprocess.DEVNULL if quiet else None
+    proc = subprocess.Popen(cmd, cwd=ROOT, start_new_session=True, stdout=out, stderr=out)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, "dynamo-media serve exited"
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            assert time.monotonic() < deadline, "dynamo-media serve did not start in 120 s"
+            time.sleep(0.3)
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
