@@ -1,7 +1,8 @@
 """Video: 32 frames uniformly sampled, ours against what users run today, in one run.
 
 Peers: OpenCV's grab()/retrieve() loop (vLLM's default loader), PyAV decoding every frame (HF's
-default), decord ``get_batch``, plain torchcodec (exact mode, its default single thread). The
+default), decord ``get_batch``, plain torchcodec (exact mode, its default single thread), and HF
+transformers' ``load_video`` with its PyAV and torchcodec backends and its own frame choice. The
 floor is the cheapest possible decode: PyAV seeking to each sampled frame's keyframe only when
 it is ahead, decoding forward with automatic threads, and converting only the sampled frames to
 RGB; the "frames decoded" column counts the frames that FFmpeg had to decode for the sample.
@@ -22,6 +23,7 @@ from benchmarks._common import Row, interleaved, machine, report, versions
 from benchmarks.clips import VIDEO_CLIPS
 from dynamo_media import decode_video, probe_video
 from dynamo_media.sampling import sample_frame_indices
+from tests.media import numbered_video
 
 N = 32
 
@@ -66,6 +68,26 @@ def torchcodec_plain(data: bytes, indices: list[int]) -> object:
     return VideoDecoder(data).get_frames_at(indices).data
 
 
+def hf_load_video(path: Path, backend: str) -> object:
+    from transformers.video_utils import load_video
+
+    return load_video(str(path), num_frames=N, backend=backend)
+
+
+def selection_table() -> str:
+    """Which frames each stack picks for the same request, on a 100-frame clip."""
+    from transformers.video_utils import load_video
+
+    clip = numbered_video("hundred.mp4", seconds=4.0)  # 100 frames at 25 fps
+    rows = ["| stack | frames chosen for num_frames=8 of 100 |", "|---|---|"]
+    rows.append(f"| dynamo-media | {sample_frame_indices(100, None, num_frames=8)} |")
+    _, meta = load_video(str(clip), num_frames=8, backend="pyav")
+    rows.append(f"| HF load_video (default rule) | {[int(i) for i in meta.frames_indices]} |")
+    vllm = np.linspace(0, 99, 8, dtype=int).tolist()
+    rows.append(f"| vLLM OpenCV loader (linspace, truncated) | {vllm} |")
+    return "\n".join(["### Frame choice for the same request", "", *rows, ""])
+
+
 def pyav_floor(data: bytes, indices: list[int], key_frames: list[int]) -> list[np.ndarray]:
     """Seek only where the next sample's keyframe is ahead; convert only the samples."""
     import av
@@ -106,6 +128,8 @@ def bench_clip(name: str, path: Path, repeats: int) -> Row:
         "PyAV decode all (HF)": lambda: pyav_decode_all(data, indices),
         "decord get_batch": lambda: decord_batch(data, indices),
         "torchcodec plain": lambda: torchcodec_plain(data, indices),
+        "HF load_video (PyAV)": lambda: hf_load_video(path, "pyav"),
+        "HF load_video (torchcodec)": lambda: hf_load_video(path, "torchcodec"),
         "floor (PyAV, needed frames only)": lambda: pyav_floor(data, indices, key_frames),
     }
     seconds = interleaved(methods, repeats=repeats)
@@ -130,8 +154,10 @@ def main() -> None:
 def table_text(rows: list[Row]) -> str:
     from benchmarks._common import table
 
-    head = f"Machine: {machine()}; {versions('torch', 'torchcodec', 'cv2', 'av', 'decord')}\n\n"
-    return head + table(f"Video, {N} frames uniformly sampled (median seconds)", rows, unit="s")
+    peers = versions("torch", "torchcodec", "cv2", "av", "decord", "transformers")
+    head = f"Machine: {machine()}; {peers}\n\n"
+    text = table(f"Video, {N} frames uniformly sampled (median seconds)", rows, unit="s")
+    return head + text + "\n" + selection_table()
 
 
 if __name__ == "__main__":
