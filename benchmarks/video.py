@@ -117,7 +117,7 @@ def bench_clip(name: str, path: Path, repeats: int) -> Row:
 
     data = path.read_bytes()
     probe = probe_video(data, num_frames=N)
-    indices = sample_frame_indices(probe.total_frames, None, num_frames=N)
+    indices = probe.frames_indices
     key_frames = Demuxer(data).streams[0].scan().key_frame_indices.tolist()
     ours = decode_video(data, num_frames=N).tensor
     # Every method returns the same frames (checked once, outside the timing).

@@ -1,19 +1,19 @@
 """Video decoding: probe and check first, then decode only the sampled frames (torchcodec).
 
 # Note [video probe]
-``probe_video`` opens the bytes with torchcodec's ``Demuxer`` and reads the stream header (size,
-codec, duration: the resolution and duration limits are checked here), then scans the packets
-(no decoding) for the exact frame count, every frame's timestamp and the keyframes. The sample
-(see ``sampling.py``) and the output size (``max_pixels``) follow, and ``n*H*W*3`` is checked
-against ``limits.max_alloc``: all before a single frame is decoded.
+``probe_video`` reads the stream header with torchcodec's ``Demuxer`` (size, codec, duration:
+the resolution and duration limits are checked here, and ``max_pixels`` fixes the output size),
+then opens a ``VideoDecoder`` in exact mode, which scans the packets once (no decoding) for the
+exact frame count, every frame's timestamp and the keyframes. The sample (see ``sampling.py``)
+follows, and ``n*H*W*3`` is checked against ``limits.max_alloc``: all before a single frame is
+decoded. The open decoder travels in the probe, so the packets are scanned once.
 
-``decode_video`` then builds a ``VideoDecoder`` in exact mode and asks for the sampled indices.
-Exact mode scans the packets once more (15-30 ms on a 60 s 720p clip), but approximate mode maps
-seconds to frames through the average frame rate and returned frame 28 for frame 29 of a GIF
-(tests/test_video.py): only exact mode returns the frames the formula chose. torchcodec seeks to
-the keyframe before a sampled frame only when that is ahead of where it is, decodes forward, and
-converts only the sampled frames to RGB; with ``max_pixels`` the resize happens inside that
-conversion.
+``decode_video`` then asks that decoder for the sampled indices. Exact mode, because approximate
+mode maps seconds to frames through the average frame rate and returned frame 28 for frame 29 of
+a GIF (tests/test_video.py): only exact mode returns the frames the formula chose. torchcodec
+seeks to the keyframe before a sampled frame only when that is ahead of where it is, decodes
+forward, and converts only the sampled frames to RGB; with ``max_pixels`` the resize happens
+inside that conversion.
 
 # Note [video threads]
 torchcodec decodes with one FFmpeg thread by default, and ``num_ffmpeg_threads=0`` lets FFmpeg
@@ -61,7 +61,6 @@ class VideoProbe:
         duration_seconds: from the first frame's start to the last frame's end.
         fps: ``total_frames / duration_seconds``.
         frames_indices: the sampled frames.
-        pts_seconds: their presentation timestamps.
         frames_to_decode: frames FFmpeg must decode for this sample (from each sample's
             keyframe on): the cost floor that benchmarks compare against.
     """
@@ -75,8 +74,8 @@ class VideoProbe:
     duration_seconds: float
     fps: float
     frames_indices: list[int]
-    pts_seconds: list[float]
     frames_to_decode: int
+    decoder: VideoDecoder = dataclasses.field(repr=False, compare=False)
 
 
 def _fit(width: int, height: int, max_pixels: int | None) -> tuple[int, int]:
@@ -116,6 +115,7 @@ def probe_video(
     max_frames: int | None = None,
     strict: bool = False,
     max_pixels: int | None = None,
+    device: str = "cpu",
     limits: VideoLimits = _DEFAULT_LIMITS,
 ) -> VideoProbe:
     """Reads a video's header and packets, picks the sample, and checks the limits.
@@ -150,14 +150,23 @@ def probe_video(
         raise LimitExceeded(
             f"video lasts {declared:.1f} s, over limits.max_duration_seconds ({max_seconds} s)"
         )
+    out_width, out_height = _fit(width, height, max_pixels)
+    resize = (out_width, out_height) != (width, height)
     try:
-        index = stream.scan()
+        decoder = VideoDecoder(
+            data,
+            seek_mode="exact",
+            num_ffmpeg_threads=_THREADS or 1,
+            device=device,
+            transforms=[Resize((out_height, out_width))] if resize else None,
+        )
     except RuntimeError as exc:
         raise DecodeError(f"corrupt video container: {native_reason(exc)}") from exc
-    total = len(index)
+    meta = decoder.metadata
+    total = len(decoder)
     if total == 0:
         raise DecodeError("the video stream holds no frames")
-    duration = index.end_stream_seconds_from_content - index.begin_stream_seconds_from_content
+    duration = (meta.end_stream_seconds or 0.0) - (meta.begin_stream_seconds or 0.0)
     if max_seconds is not None and duration > max_seconds:
         raise LimitExceeded(
             f"video lasts {duration:.1f} s, over limits.max_duration_seconds ({max_seconds} s)"
@@ -165,7 +174,6 @@ def probe_video(
     indices = sample_frame_indices(
         total, duration, num_frames=num_frames, fps=fps, max_frames=max_frames, strict=strict
     )
-    out_width, out_height = _fit(width, height, max_pixels)
     need = len(indices) * out_width * out_height * 3
     if need > limits.max_alloc:
         raise LimitExceeded(
@@ -183,28 +191,18 @@ def probe_video(
         duration_seconds=duration,
         fps=total / duration if duration > 0 else 0.0,
         frames_indices=indices,
-        pts_seconds=index.pts_seconds[indices].tolist(),
-        frames_to_decode=_frames_to_decode(indices, index.key_frame_indices.tolist()),
+        frames_to_decode=_frames_to_decode(
+            indices, torch.as_tensor(decoder._get_key_frame_indices()).tolist()
+        ),
+        decoder=decoder,
     )
 
 
-def _decode_frames(
-    data: bytes, probe: VideoProbe, device: str, strict: bool
-) -> tuple[torch.Tensor, list[int], list[float]]:
-    resize = (probe.out_width, probe.out_height) != (probe.width, probe.height)
-    try:
-        decoder = VideoDecoder(
-            data,
-            seek_mode="exact",
-            num_ffmpeg_threads=_THREADS or 1,
-            device=device,
-            transforms=[Resize((probe.out_height, probe.out_width))] if resize else None,
-        )
-    except RuntimeError as exc:
-        raise DecodeError(f"cannot open the video decoder: {native_reason(exc)}") from exc
+def _decode_frames(probe: VideoProbe, strict: bool) -> tuple[torch.Tensor, list[int], list[float]]:
+    decoder = probe.decoder
     try:
         batch = decoder.get_frames_at(probe.frames_indices)
-        return batch.data, probe.frames_indices, probe.pts_seconds
+        return batch.data, probe.frames_indices, batch.pts_seconds.tolist()
     except (RuntimeError, IndexError) as exc:
         if strict:
             raise DecodeError(
@@ -213,13 +211,14 @@ def _decode_frames(
             ) from exc
     # Non-strict: decode one by one and keep what decodes (Note [strict] in DESIGN).
     frames, kept, kept_pts = [], [], []
-    for i, pts in zip(probe.frames_indices, probe.pts_seconds, strict=True):
+    for i in probe.frames_indices:
         try:
-            frames.append(decoder.get_frame_at(i).data)
+            frame = decoder.get_frame_at(i)
         except (RuntimeError, IndexError):
             continue
+        frames.append(frame.data)
         kept.append(i)
-        kept_pts.append(pts)
+        kept_pts.append(frame.pts_seconds)
     if not frames:
         raise DecodeError("no sampled frame could be decoded")
     return torch.stack(frames), kept, kept_pts
@@ -277,9 +276,10 @@ def decode_video(
             max_frames=max_frames,
             strict=strict,
             max_pixels=max_pixels,
+            device=device,
             limits=limits,
         )
-    frames, indices, pts = _decode_frames(data, probe, device, strict)
+    frames, indices, pts = _decode_frames(probe, strict)
     if layout == "THWC":
         frames = frames.permute(0, 2, 3, 1)
     metadata: dict[str, Any] = {

@@ -51,7 +51,7 @@ def build_pipeline(
     elif modality == "video":
         assert isinstance(options, VideoOptions)
         steps += [
-            CheckVideoLimits.from_options(options),
+            CheckVideoLimits.from_options(options, device=device),
             DecodeVideo.from_options(options, device=device),
         ]
     elif modality == "audio":

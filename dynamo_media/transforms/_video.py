@@ -26,6 +26,7 @@ class CheckVideoLimits(Transform):
     Args:
         limits: the limits. Default: ``VideoLimits()``.
         num_frames, fps, max_frames, strict, max_pixels: the sample, as ``decode_video``.
+        device: where the opened decoder decodes (NVDEC for ``"cuda"``). Default: ``"cpu"``.
     """
 
     def __init__(
@@ -37,7 +38,9 @@ class CheckVideoLimits(Transform):
         max_frames: int | None = None,
         strict: bool = False,
         max_pixels: int | None = None,
+        device: str = "cpu",
     ) -> None:
+        self.device = device
         self.options = VideoOptions(
             num_frames=num_frames,
             fps=fps,
@@ -48,13 +51,15 @@ class CheckVideoLimits(Transform):
         )
 
     @classmethod
-    def from_options(cls, options: VideoOptions) -> CheckVideoLimits:
+    def from_options(cls, options: VideoOptions, *, device: str = "cpu") -> CheckVideoLimits:
         """The transform for configured options."""
-        return cls(options.limits, **{k: getattr(options, k) for k in _SAMPLING})
+        sampling = {k: getattr(options, k) for k in _SAMPLING}
+        return cls(options.limits, **sampling, device=device)
 
     def forward(self, inpt: EncodedMedia) -> EncodedMedia:
         o = self.options
-        probe = probe_video(inpt.data, **{k: getattr(o, k) for k in _SAMPLING}, limits=o.limits)
+        sampling = {k: getattr(o, k) for k in _SAMPLING}
+        probe = probe_video(inpt.data, **sampling, device=self.device, limits=o.limits)
         return dataclasses.replace(inpt, probe=probe)
 
     def repr_options(self) -> dict[str, Any]:
