@@ -238,7 +238,9 @@ class MediaFetcher:
 
     def _set(self, **changes: Any) -> MediaFetcher:
         self.policy = dataclasses.replace(self.policy, **changes)
-        self._client = None
+        if self._client is not None:  # its pooled connections were made under the old policy
+            self._client.session.close()
+            self._client = None
         return self
 
     def user_agent(self, value: str) -> MediaFetcher:
