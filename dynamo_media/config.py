@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from dynamo_media._errors import InvalidOptions, ModalityDisabled
-from dynamo_media._options import Options
+from dynamo_media._options import Options, changed_fields
 
 if TYPE_CHECKING:
     import ipaddress
@@ -326,11 +326,7 @@ class MediaFetcher:
     __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
-        changed = {
-            f.name: getattr(self.policy, f.name)
-            for f in dataclasses.fields(self.policy)
-            if getattr(self.policy, f.name) != f.default
-        }
+        changed = changed_fields(self.policy, skip=())
         return f"MediaFetcher({', '.join(f'{k}={v!r}' for k, v in changed.items())})"
 
 

@@ -30,6 +30,7 @@ from dynamo_media.transforms import (
     CheckImageLimits,
     CheckVideoLimits,
     Compose,
+    DecodeTransform,
     FetchURL,
     NixlRegister,
     Transform,
@@ -83,7 +84,7 @@ def _stage(step: Transform) -> str:
         return "guard"
     if isinstance(step, NixlRegister):
         return "register"
-    return "decode" if type(step).__name__.startswith("Decode") else "device"
+    return "decode" if isinstance(step, DecodeTransform) else "device"
 
 
 @dataclasses.dataclass(eq=False)
@@ -132,6 +133,7 @@ class PreprocessResult:
 
     messages: list[Any]
     items: list[MediaItem]
+    media_io_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
     def multi_modal_data(self) -> dict[str, list[Any]]:
@@ -265,6 +267,41 @@ class MediaPreprocessor:
         except MediaError as exc:
             raise exc.for_item(item.param) from exc.__cause__
 
+    def prepare(self, request: Mapping[str, Any]) -> PreprocessResult:
+        """Finds a request's media items (nothing fetched yet); ``run`` processes them.
+
+        Raises:
+            InvalidOptions: malformed messages or parts.
+        """
+        messages, items = find_media(request.get("messages"))
+        return PreprocessResult(messages, items, request.get("media_io_kwargs") or {})
+
+    async def run(self, result: PreprocessResult) -> None:
+        """Fetches, checks, decodes (and registers) the items of a prepared request, in place.
+
+        Raises:
+            InvalidOptions: bad ``media_io_kwargs``.
+            MediaError: the first failing item's error, named by its place in the request;
+                every other item's registration has been released.
+        """
+        media_io_kwargs = result.media_io_kwargs
+        if not isinstance(media_io_kwargs, Mapping):
+            raise InvalidOptions("media_io_kwargs must be an object keyed by image/video/audio")
+        unknown = set(media_io_kwargs) - {"image", "video", "audio"}
+        if unknown:
+            raise InvalidOptions(
+                f"Unknown modality {sorted(unknown)[0]!r} in media_io_kwargs. "
+                "Allowed keys: audio, image, video"
+            )
+        outcomes = await asyncio.gather(
+            *(self._process_item(item, media_io_kwargs) for item in result.items),
+            return_exceptions=True,
+        )
+        errors = [o for o in outcomes if isinstance(o, BaseException)]
+        if errors:
+            result.release()
+            raise errors[0]
+
     async def process(self, request: Mapping[str, Any]) -> PreprocessResult:
         """Fetches, checks, decodes (and registers) every media item of a request.
 
@@ -280,25 +317,8 @@ class MediaPreprocessor:
             MediaError: the first failing item's error, named by its place in the request;
                 every other item's registration has been released.
         """
-        media_io_kwargs = request.get("media_io_kwargs") or {}
-        if not isinstance(media_io_kwargs, Mapping):
-            raise InvalidOptions("media_io_kwargs must be an object keyed by image/video/audio")
-        unknown = set(media_io_kwargs) - {"image", "video", "audio"}
-        if unknown:
-            raise InvalidOptions(
-                f"Unknown modality {sorted(unknown)[0]!r} in media_io_kwargs. "
-                "Allowed keys: audio, image, video"
-            )
-        messages, items = find_media(request.get("messages"))
-        result = PreprocessResult(messages, items)
-        outcomes = await asyncio.gather(
-            *(self._process_item(item, media_io_kwargs) for item in items),
-            return_exceptions=True,
-        )
-        errors = [o for o in outcomes if isinstance(o, BaseException)]
-        if errors:
-            result.release()
-            raise errors[0]
+        result = self.prepare(request)
+        await self.run(result)
         return result
 
     def close(self) -> None:

@@ -48,6 +48,7 @@ def test_transforms_exports() -> None:
         "Compose",
         "DecodeAudio",
         "DecodeImage",
+        "DecodeTransform",
         "DecodeVideo",
         "DecodedMedia",
         "EncodedMedia",

@@ -22,6 +22,7 @@ from dynamo_media._errors import MediaError
 from dynamo_media._media import tensor_sha256
 from dynamo_media.nixl import read
 from dynamo_media.preprocess import lower_thread_priority
+from dynamo_media.server import error_body
 
 __all__ = ["create_backend_app", "describe_items"]
 
@@ -85,13 +86,8 @@ def create_backend_app(model: str) -> FastAPI:
             items = await describe_items(body.get("multi_modal_data") or {})
         except (MediaError, ValueError) as exc:
             status = exc.status if isinstance(exc, MediaError) else 400
-            error = {
-                "message": str(exc),
-                "type": "server_error",
-                "param": None,
-                "code": type(exc).__name__,
-            }
-            return JSONResponse({"error": error}, status_code=status)
+            body_ = error_body(status, str(exc), param=None, code=type(exc).__name__)
+            return JSONResponse(body_, status_code=status)
         request_id = body.get("request_id") or f"chatcmpl-{uuid.uuid4().hex}"
         text = _text(items)
         created = int(time.time())

@@ -23,7 +23,7 @@ from dynamo_media._errors import DecodeError, LimitExceeded, native_reason
 from dynamo_media._media import DecodedMedia, EncodedMedia, options_hash
 from dynamo_media._options import format_bytes
 from dynamo_media.config import AudioLimits
-from dynamo_media.decode._source import Source, read_source
+from dynamo_media.decode._source import Source, attached_probe, read_source
 
 __all__ = ["AudioProbe", "decode_audio", "probe_audio"]
 
@@ -99,7 +99,7 @@ def probe_audio(
         LimitExceeded: the header's duration or output bytes are over the limits.
         DecodeError: no audio stream.
     """
-    data, _ = read_source(source)
+    data = read_source(source)
     meta = _open(data, sample_rate, num_channels).metadata
     rate, channels = meta.sample_rate or 0, meta.num_channels or 0
     if rate <= 0 or channels <= 0:
@@ -187,17 +187,15 @@ def decode_audio(
     """
     if layout not in ("CN", "NC"):
         raise ValueError(f"Invalid layout ({layout!r}). Supported values are 'CN', 'NC'.")
-    data, _ = read_source(source)
-    probe = source.probe if isinstance(source, EncodedMedia) else None
-    if not isinstance(probe, AudioProbe):
-        probe = probe_audio(
-            data,
-            sample_rate=sample_rate,
-            num_channels=num_channels,
-            start_seconds=start_seconds,
-            stop_seconds=stop_seconds,
-            limits=limits,
-        )
+    data = read_source(source)
+    probe = attached_probe(source, AudioProbe) or probe_audio(
+        data,
+        sample_rate=sample_rate,
+        num_channels=num_channels,
+        start_seconds=start_seconds,
+        stop_seconds=stop_seconds,
+        limits=limits,
+    )
     samples = _decode_chunks(data, probe, limits)
     if layout == "NC":
         samples = samples.t()

@@ -31,7 +31,7 @@ from dynamo_media._media import DecodedMedia, EncodedMedia, options_hash
 from dynamo_media._options import format_bytes
 from dynamo_media.config import ImageLimits
 from dynamo_media.decode._image_header import ImageInfo, probe_image
-from dynamo_media.decode._source import Source, read_source
+from dynamo_media.decode._source import Source, attached_probe, read_source
 
 __all__ = ["check_image_limits", "decode_image"]
 
@@ -146,9 +146,8 @@ def decode_image(
         raise ValueError(f"Invalid mode ({mode!r}). Supported values are 'RGB', 'RGBA'.")
     if layout not in ("CHW", "HWC"):
         raise ValueError(f"Invalid layout ({layout!r}). Supported values are 'CHW', 'HWC'.")
-    data, _ = read_source(source)
-    probe = source.probe if isinstance(source, EncodedMedia) else None
-    info = probe if isinstance(probe, ImageInfo) else probe_image(data)
+    data = read_source(source)
+    info = attached_probe(source, ImageInfo) or probe_image(data)
     check_image_limits(info, mode=mode, limits=limits)
     try:
         if info.format in _NATIVE and not info.animated:

@@ -38,7 +38,7 @@ from dynamo_media._errors import DecodeError, InvalidOptions, LimitExceeded, nat
 from dynamo_media._media import DecodedMedia, EncodedMedia, options_hash
 from dynamo_media._options import format_bytes
 from dynamo_media.config import VideoLimits
-from dynamo_media.decode._source import Source, read_source
+from dynamo_media.decode._source import Source, attached_probe, read_source
 from dynamo_media.sampling import sample_frame_indices
 
 __all__ = ["VideoProbe", "decode_video", "probe_video"]
@@ -130,7 +130,7 @@ def probe_video(
         InvalidOptions: strict mode and more frames asked for than the video has.
         DecodeError: not a video, or no video stream.
     """
-    data, _ = read_source(source)
+    data = read_source(source)
     if not data:
         raise DecodeError("empty video data (0 bytes)")
     stream = _open(data).streams[0]
@@ -266,19 +266,17 @@ def decode_video(
         raise ValueError(f"Invalid layout ({layout!r}). Supported values are 'TCHW', 'THWC'.")
     if fps is not None and num_frames is not None:
         raise InvalidOptions("fps and num_frames are mutually exclusive; set only one of them")
-    data, _ = read_source(source)
-    probe = source.probe if isinstance(source, EncodedMedia) else None
-    if not isinstance(probe, VideoProbe):
-        probe = probe_video(
-            data,
-            num_frames=num_frames,
-            fps=fps,
-            max_frames=max_frames,
-            strict=strict,
-            max_pixels=max_pixels,
-            device=device,
-            limits=limits,
-        )
+    data = read_source(source)
+    probe = attached_probe(source, VideoProbe) or probe_video(
+        data,
+        num_frames=num_frames,
+        fps=fps,
+        max_frames=max_frames,
+        strict=strict,
+        max_pixels=max_pixels,
+        device=device,
+        limits=limits,
+    )
     frames, indices, pts = _decode_frames(probe, strict)
     if layout == "THWC":
         frames = frames.permute(0, 2, 3, 1)

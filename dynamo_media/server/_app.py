@@ -30,7 +30,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from dynamo_media._errors import InvalidOptions, MediaError, Overloaded
 from dynamo_media.nixl import RegistrationPool
-from dynamo_media.preprocess import MediaPreprocessor, PreprocessResult, find_media
+from dynamo_media.preprocess import MediaPreprocessor, PreprocessResult
 from dynamo_media.server._metrics import Metrics
 from dynamo_media.server._settings import ServerConfig
 
@@ -171,11 +171,13 @@ def create_app(config: ServerConfig, backend_url: str, pool: RegistrationPool) -
                 raise InvalidOptions(f"the request body is not JSON: {exc}") from None
             if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
                 raise InvalidOptions("the request must be a JSON object with a 'messages' list")
-            kinds = list(dict.fromkeys(item.modality for item in find_media(body["messages"])[1]))
+            prepared = preprocessor.prepare(body)
+            kinds = list(dict.fromkeys(item.modality for item in prepared.items))
             modality = kinds[0] if len(kinds) == 1 else ("mixed" if kinds else "none")
             if kinds:
+                result = prepared
                 async with slots.hold():
-                    result = await preprocessor.process(body)
+                    await preprocessor.run(result)
                 _record(metrics, result)
             response = await forward(body, result)
         except MediaError as exc:

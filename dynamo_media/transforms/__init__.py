@@ -8,7 +8,7 @@ from dynamo_media.transforms._fetch import FetchURL
 from dynamo_media.transforms._image import CheckImageLimits, DecodeImage
 from dynamo_media.transforms._nixl import NixlRegister
 from dynamo_media.transforms._pipeline import build_pipeline
-from dynamo_media.transforms._transform import Transform
+from dynamo_media.transforms._transform import DecodeTransform, Transform
 from dynamo_media.transforms._video import CheckVideoLimits, DecodeVideo
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "Compose",
     "DecodeAudio",
     "DecodeImage",
+    "DecodeTransform",
     "DecodeVideo",
     "DecodedMedia",
     "EncodedMedia",
