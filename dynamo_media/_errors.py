@@ -17,11 +17,21 @@ with::
 Errors of the native libraries (Pillow, FFmpeg via torchcodec, requests/urllib3, NIXL) never escape
 raw: each is caught at its narrowest type and re-raised as one of these ``from`` the original.
 Programming errors (a wrong argument type to a Python function) stay ``TypeError``/``ValueError``.
+
+# Note [hostile bytes]
+The one exception to "the narrowest type": a decoder fed an attacker's bytes. Pillow's plugins and
+torchcodec raise whatever their parsers trip on (fuzzing found ``TypeError`` from TIFF tags,
+``DecompressionBombError``, ``ValueError`` for a stream FFmpeg cannot classify, ``IndexError``,
+``struct.error``), and that set is open. So the calls that parse the bytes, and only those, run
+inside ``decode_failures``, which turns any exception into a ``DecodeError`` naming the item's
+format; our own code around them stays outside it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import Iterator
 
 __all__ = [
     "DecodeError",
@@ -33,6 +43,7 @@ __all__ = [
     "Overloaded",
     "PolicyError",
     "ReadError",
+    "decode_failures",
     "native_reason",
 ]
 
@@ -42,7 +53,7 @@ _NATIVE_PREFIX = re.compile(r"^(?:[\w:]+, )?/\S+\.(?:cpp|h|cc):\d+, ")
 
 def native_reason(exc: BaseException) -> str:
     """A native library's error message without its source location, for our messages."""
-    return _NATIVE_PREFIX.sub("", str(exc)).strip()
+    return _NATIVE_PREFIX.sub("", str(exc)).strip() or type(exc).__name__
 
 
 class MediaError(Exception):
@@ -122,3 +133,20 @@ class ReadError(MediaError):
     released (a stale descriptor)."""
 
     status = 502
+
+
+@contextlib.contextmanager
+def decode_failures(what: str) -> Iterator[None]:
+    """Turns any exception a native decoder raises on bad bytes into a ``DecodeError``.
+
+    See Note [hostile bytes]. A ``MediaError`` raised inside passes through unchanged.
+
+    Args:
+        what: the start of the message, e.g. ``"corrupt or truncated gif image"``.
+    """
+    try:
+        yield
+    except MediaError:
+        raise
+    except Exception as exc:
+        raise DecodeError(f"{what}: {native_reason(exc)}") from exc

@@ -19,7 +19,7 @@ from typing import Any, Literal
 import torch
 from torchcodec.decoders import AudioDecoder
 
-from dynamo_media._errors import DecodeError, LimitExceeded, native_reason
+from dynamo_media._errors import DecodeError, LimitExceeded, decode_failures, native_reason
 from dynamo_media._media import DecodedMedia, EncodedMedia, options_hash
 from dynamo_media._options import format_bytes
 from dynamo_media.config import AudioLimits
@@ -60,10 +60,8 @@ class AudioProbe:
 def _open(data: bytes, sample_rate: int | None, num_channels: int | None) -> AudioDecoder:
     if not data:
         raise DecodeError("empty audio data (0 bytes)")
-    try:
+    with decode_failures("no audio stream FFmpeg can read"):
         return AudioDecoder(data, sample_rate=sample_rate, num_channels=num_channels)
-    except (RuntimeError, ValueError) as exc:
-        raise DecodeError(f"no audio stream FFmpeg can read: {native_reason(exc)}") from exc
 
 
 def _check(seconds: float, probe: AudioProbe, limits: AudioLimits, what: str) -> None:
@@ -133,7 +131,7 @@ def _decode_chunks(data: bytes, probe: AudioProbe, limits: AudioLimits) -> torch
             end = min(end, probe.stop_seconds)
         try:
             chunk = decoder.get_samples_played_in_range(t, end).data
-        except RuntimeError as exc:
+        except Exception as exc:  # Note [hostile bytes] in _errors.py
             if _NO_MORE in str(exc):
                 break
             if parts:  # a truncated or damaged tail: keep what decoded before it
@@ -149,7 +147,10 @@ def _decode_chunks(data: bytes, probe: AudioProbe, limits: AudioLimits) -> torch
         t = end
     if not parts:
         raise DecodeError(f"no audio samples could be decoded from the {probe.codec} stream")
-    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+    samples = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+    # Float decoders (MP3, AAC, float PCM) can overshoot full scale, and damaged frames decode to
+    # anything: clip into [-1, 1] as a 16-bit conversion would, NaN to silence.
+    return samples.nan_to_num_(nan=0.0, posinf=1.0, neginf=-1.0).clamp_(-1.0, 1.0)
 
 
 def decode_audio(
@@ -163,7 +164,7 @@ def decode_audio(
     device: str = "cpu",
     limits: AudioLimits = _DEFAULT_LIMITS,
 ) -> DecodedMedia:
-    """Decodes audio to ``float32`` in [-1, 1], resampled and remixed by FFmpeg.
+    """Decodes audio to ``float32`` in [-1, 1] (clipped), resampled and remixed by FFmpeg.
 
     Args:
         source: encoded bytes, a path, a binary file, or ``EncodedMedia`` (a video file's audio

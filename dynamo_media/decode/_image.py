@@ -26,7 +26,7 @@ from typing import Any, Literal
 import torch
 from torchcodec import decoders as tcd
 
-from dynamo_media._errors import DecodeError, LimitExceeded, native_reason
+from dynamo_media._errors import DecodeError, LimitExceeded, decode_failures
 from dynamo_media._media import DecodedMedia, EncodedMedia, options_hash
 from dynamo_media._options import format_bytes
 from dynamo_media.config import ImageLimits
@@ -97,12 +97,23 @@ def _decode_native(data: bytes, info: ImageInfo, mode: str, device: str) -> torc
     return pixels
 
 
-def _decode_pillow(data: bytes, mode: str) -> torch.Tensor:
+def _check_size(info: ImageInfo, width: int, height: int) -> None:
+    """Refuses a decoder's size that is not the one the limits were checked on."""
+    if (width, height) != (info.width, info.height):
+        raise DecodeError(
+            f"{info.format} image decodes to {width}x{height}, not the {info.width}x{info.height} "
+            "its header says; the file is inconsistent"
+        )
+
+
+def _decode_pillow(data: bytes, info: ImageInfo, mode: str) -> torch.Tensor:
     from PIL import Image, ImageOps
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         with Image.open(io.BytesIO(data)) as opened:
+            # Pillow fixes the size at open, before any pixel: refuse one the limits did not see.
+            _check_size(info, *(opened.size if info.orientation < 5 else opened.size[::-1]))
             img = ImageOps.exif_transpose(opened)
             if img.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit gray: keep the high byte
                 img = img.point(lambda v: v / 256).convert("L")
@@ -149,15 +160,12 @@ def decode_image(
     data = read_source(source)
     info = attached_probe(source, ImageInfo) or probe_image(data)
     check_image_limits(info, mode=mode, limits=limits)
-    try:
+    with decode_failures(f"corrupt or truncated {info.format} image"):
         if info.format in _NATIVE and not info.animated:
             pixels = _decode_native(data, info, mode, device)
         else:
-            pixels = _decode_pillow(data, mode)
-    except (RuntimeError, OSError, ValueError, SyntaxError) as exc:
-        raise DecodeError(
-            f"corrupt or truncated {info.format} image: {native_reason(exc)}"
-        ) from exc
+            pixels = _decode_pillow(data, info, mode)
+    _check_size(info, pixels.shape[2], pixels.shape[1])
     if mode == "RGB" and pixels.shape[0] == 4:
         pixels = _composite(pixels, background)
     pixels = pixels.to(device)

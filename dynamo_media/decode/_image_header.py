@@ -11,7 +11,7 @@ import dataclasses
 import io
 import warnings
 
-from dynamo_media._errors import DecodeError
+from dynamo_media._errors import DecodeError, decode_failures
 from dynamo_media._sniff import sniff_format
 
 __all__ = ["ImageInfo", "probe_image"]
@@ -165,10 +165,38 @@ def _webp(data: bytes) -> ImageInfo:
     raise DecodeError("truncated or corrupt WebP header")
 
 
+def _gif_first_frame(data: bytes) -> tuple[int, int]:
+    """The far corner of the first frame's image descriptor: a GIF's first frame may reach past
+    the logical screen, and decoders grow the image to hold it."""
+    i = 13
+    if data[10] & 0x80:  # a global colour table follows the screen descriptor
+        i += 3 << ((data[10] & 7) + 1)
+    while i < len(data):
+        if data[i] == 0x2C and i + 9 <= len(data):  # image descriptor: x, y, width, height
+            x, y = (
+                int.from_bytes(data[i + 1 : i + 3], "little"),
+                int.from_bytes(data[i + 3 : i + 5], "little"),
+            )
+            w, h = (
+                int.from_bytes(data[i + 5 : i + 7], "little"),
+                int.from_bytes(data[i + 7 : i + 9], "little"),
+            )
+            return x + w, y + h
+        if data[i] != 0x21 or i + 2 >= len(data):  # not an extension block: no frame to read
+            break
+        i += 2  # extension introducer and label, then sub-blocks up to an empty one
+        while i < len(data) and data[i]:
+            i += data[i] + 1
+        i += 1
+    raise DecodeError("truncated or corrupt GIF: no image descriptor")
+
+
 def _gif(data: bytes) -> ImageInfo:
     if len(data) < 13:
         raise DecodeError("truncated GIF header")
     w, h = int.from_bytes(data[6:8], "little"), int.from_bytes(data[8:10], "little")
+    right, bottom = _gif_first_frame(data)
+    w, h = max(w, right), max(h, bottom)
     if w == 0 or h == 0:
         raise DecodeError(f"corrupt GIF: {w}x{h}")
     # Transparency and animation live in extension blocks that Pillow handles on decode.
@@ -176,29 +204,24 @@ def _gif(data: bytes) -> ImageInfo:
 
 
 def _pillow(data: bytes) -> ImageInfo:
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
-    try:
-        with warnings.catch_warnings():
-            # Our own limits decide; Pillow's bomb warning must not turn into an error here.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as img:
-                w, h = img.size
-                orientation = img.getexif().get(0x0112, 1) if img.format != "GIF" else 1
-                alpha = img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info
-                return ImageInfo(
-                    (img.format or "unknown").lower(),
-                    w,
-                    h,
-                    img.mode,
-                    alpha,
-                    orientation if 1 <= orientation <= 8 else 1,
-                    animated=getattr(img, "n_frames", 1) > 1,
-                )
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise DecodeError(f"not an image Pillow recognises: {exc}") from exc
-    except Image.DecompressionBombError as exc:  # pragma: no cover - our limits come first
-        raise DecodeError(str(exc)) from exc
+    with decode_failures("not an image Pillow recognises"), warnings.catch_warnings():
+        # Our own limits decide; Pillow's bomb warning must not turn into an error here.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with Image.open(io.BytesIO(data)) as img:
+            w, h = img.size
+            orientation = img.getexif().get(0x0112, 1) if img.format != "GIF" else 1
+            alpha = img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info
+            return ImageInfo(
+                (img.format or "unknown").lower(),
+                w,
+                h,
+                img.mode,
+                alpha,
+                orientation if isinstance(orientation, int) and 1 <= orientation <= 8 else 1,
+                animated=getattr(img, "n_frames", 1) > 1,
+            )
 
 
 _NOT_IMAGES = {"mp4", "mov", "matroska", "avi", "wav", "mp3", "flac", "ogg"}

@@ -34,7 +34,13 @@ import torch
 from torchcodec.decoders import Demuxer, VideoDecoder, VideoStream
 from torchcodec.transforms import Resize
 
-from dynamo_media._errors import DecodeError, InvalidOptions, LimitExceeded, native_reason
+from dynamo_media._errors import (
+    DecodeError,
+    InvalidOptions,
+    LimitExceeded,
+    decode_failures,
+    native_reason,
+)
 from dynamo_media._media import DecodedMedia, EncodedMedia, options_hash
 from dynamo_media._options import format_bytes
 from dynamo_media.config import VideoLimits
@@ -98,6 +104,19 @@ def _frames_to_decode(indices: list[int], key_frames: list[int]) -> int:
     return total
 
 
+def _decoder(
+    data: bytes, width: int, height: int, *, resize: bool, device: str = "cpu"
+) -> VideoDecoder:
+    """An exact-mode decoder (Note [video probe]), scaling to ``width x height`` if ``resize``."""
+    return VideoDecoder(
+        data,
+        seek_mode="exact",
+        num_ffmpeg_threads=_THREADS or 1,
+        device=device,
+        transforms=[Resize((height, width))] if resize else None,
+    )
+
+
 def _open(data: bytes) -> Demuxer:
     try:
         return Demuxer(data)
@@ -133,9 +152,10 @@ def probe_video(
     data = read_source(source)
     if not data:
         raise DecodeError("empty video data (0 bytes)")
-    stream = _open(data).streams[0]
-    assert isinstance(stream, VideoStream)
-    header = stream.metadata
+    with decode_failures("not a video container FFmpeg can read"):
+        stream = _open(data).streams[0]
+        assert isinstance(stream, VideoStream)  # streams="video" follows the best video stream
+        header = stream.metadata
     width, height = header.width or 0, header.height or 0
     if width <= 0 or height <= 0:
         raise DecodeError(f"video stream has no frame size ({width}x{height})")
@@ -152,18 +172,11 @@ def probe_video(
         )
     out_width, out_height = _fit(width, height, max_pixels)
     resize = (out_width, out_height) != (width, height)
-    try:
-        decoder = VideoDecoder(
-            data,
-            seek_mode="exact",
-            num_ffmpeg_threads=_THREADS or 1,
-            device=device,
-            transforms=[Resize((out_height, out_width))] if resize else None,
-        )
-    except RuntimeError as exc:
-        raise DecodeError(f"corrupt video container: {native_reason(exc)}") from exc
-    meta = decoder.metadata
-    total = len(decoder)
+    with decode_failures("corrupt video container"):
+        decoder = _decoder(data, out_width, out_height, resize=resize, device=device)
+        meta = decoder.metadata
+        total = len(decoder)
+        key_frames = torch.as_tensor(decoder._get_key_frame_indices()).tolist()
     if total == 0:
         raise DecodeError("the video stream holds no frames")
     duration = (meta.end_stream_seconds or 0.0) - (meta.begin_stream_seconds or 0.0)
@@ -191,30 +204,33 @@ def probe_video(
         duration_seconds=duration,
         fps=total / duration if duration > 0 else 0.0,
         frames_indices=indices,
-        frames_to_decode=_frames_to_decode(
-            indices, torch.as_tensor(decoder._get_key_frame_indices()).tolist()
-        ),
+        frames_to_decode=_frames_to_decode(indices, key_frames),
         decoder=decoder,
     )
 
 
-def _decode_frames(probe: VideoProbe, strict: bool) -> tuple[torch.Tensor, list[int], list[float]]:
-    decoder = probe.decoder
+def _decode_frames(
+    data: bytes, probe: VideoProbe, strict: bool
+) -> tuple[torch.Tensor, list[int], list[float]]:
     try:
-        batch = decoder.get_frames_at(probe.frames_indices)
+        batch = probe.decoder.get_frames_at(probe.frames_indices)
         return batch.data, probe.frames_indices, batch.pts_seconds.tolist()
-    except (RuntimeError, IndexError) as exc:
+    except Exception as exc:  # Note [hostile bytes] in _errors.py
         if strict:
             raise DecodeError(
                 f"a sampled frame failed to decode ({native_reason(exc)}); set strict=False to "
                 "drop it"
             ) from exc
-    # Non-strict: decode one by one and keep what decodes (Note [strict] in DESIGN).
+    # Non-strict: decode one by one and keep what decodes (Note [strict] in DESIGN), from a
+    # decoder that scales every frame to the checked size: a stream whose frame size changes
+    # midway (VP9 and H.264 allow it) fails the batch above, and must not grow past max_alloc.
+    with decode_failures("corrupt video container"):
+        decoder = _decoder(data, probe.out_width, probe.out_height, resize=True)
     frames, kept, kept_pts = [], [], []
     for i in probe.frames_indices:
         try:
             frame = decoder.get_frame_at(i)
-        except (RuntimeError, IndexError):
+        except Exception:  # Note [hostile bytes]; strict=False drops the frame
             continue
         frames.append(frame.data)
         kept.append(i)
@@ -277,7 +293,7 @@ def decode_video(
         device=device,
         limits=limits,
     )
-    frames, indices, pts = _decode_frames(probe, strict)
+    frames, indices, pts = _decode_frames(data, probe, strict)
     if layout == "THWC":
         frames = frames.permute(0, 2, 3, 1)
     metadata: dict[str, Any] = {
@@ -286,8 +302,8 @@ def decode_video(
         "source_fps": probe.fps,
         "source_duration_seconds": probe.duration_seconds,
         "source_total_frames": probe.total_frames,
-        "width": probe.out_width,
-        "height": probe.out_height,
+        "width": frames.shape[-1 if layout == "TCHW" else -2],
+        "height": frames.shape[-2 if layout == "TCHW" else -3],
         "source_width": probe.width,
         "source_height": probe.height,
         "codec": probe.codec,

@@ -1,0 +1,124 @@
+"""Regression tests for the decode holes an attacker found (issue #13): each failed on the code
+before its fix. The fuzzing harness (tests/fuzz/) looks for more of their kind."""
+
+import io
+import struct
+
+import pytest
+import torch
+from PIL import Image
+
+from dynamo_media import (
+    AudioLimits,
+    DecodeError,
+    ImageLimits,
+    LimitExceeded,
+    VideoLimits,
+    decode_audio,
+    decode_image,
+    decode_video,
+    probe_image,
+)
+from tests.media import ffmpeg
+from tests.memory import peak_delta
+
+SMALL = ImageLimits(max_image_width=4096, max_image_height=4096, max_alloc=16 << 20)
+
+
+def gif_past_its_screen(frame: int, screen: int = 10, offset: int = 0) -> bytes:
+    """A one-frame GIF of ``frame``x``frame`` pixels at ``offset`` on a ``screen``x``screen``
+    logical screen: decoders grow the image to hold the frame."""
+    buf = io.BytesIO()
+    Image.new("P", (frame, frame)).save(buf, "GIF")
+    data = bytearray(buf.getvalue())
+    data[6:10] = struct.pack("<HH", screen, screen)
+    descriptor = data.index(b",", 13)
+    data[descriptor + 1 : descriptor + 5] = struct.pack("<HH", offset, offset)
+    return bytes(data)
+
+
+def size_change_webm() -> bytes:
+    """VP9 that starts at 64x48 and switches to 320x240 at frame 10 (the header says 64x48)."""
+    parts = [
+        ffmpeg(
+            f"vp9-{size}.webm",
+            *("-f", "lavfi", "-i", f"testsrc2=size={size}:rate=10:duration=1"),
+            *("-c:v", "libvpx-vp9", "-b:v", "200k"),
+        )
+        for size in ("64x48", "320x240")
+    ]
+    listing = parts[0].with_name("vp9-size-change.txt")
+    listing.write_text("".join(f"file '{p}'\n" for p in parts))
+    out = ffmpeg(
+        "vp9-size-change.webm", "-f", "concat", "-safe", "0", "-i", str(listing), "-c", "copy"
+    )
+    return out.read_bytes()
+
+
+class TestImageSizeIsTheCheckedSize:
+    def test_gif_frame_past_the_screen_meets_the_limits(self) -> None:
+        data = gif_past_its_screen(5000)
+        assert (probe_image(data).width, probe_image(data).height) == (5000, 5000)
+        with pytest.raises(LimitExceeded, match="5000x5000, wider than limits.max_image_width"):
+            decode_image(data, limits=SMALL)
+
+    def test_gif_bomb_costs_no_memory(self) -> None:
+        result = peak_delta(
+            f"""
+            from dynamo_media import decode_image, ImageLimits
+            from tests.test_hostile_media import gif_past_its_screen
+            data = gif_past_its_screen(12000)
+            limits = ImageLimits(max_image_width=16384, max_image_height=16384,
+                                 max_alloc={16 << 20})
+            """,
+            "decode_image(data, limits=limits)",
+        )
+        assert result["error"].startswith("LimitExceeded: image of 12000x12000 RGB needs")
+        assert result["peak_delta_mib"] < 64
+
+    def test_offset_frame_decodes_to_the_probed_size(self) -> None:
+        data = gif_past_its_screen(40, screen=30, offset=20)
+        out = decode_image(data, limits=SMALL)
+        assert out.tensor.shape == (3, 60, 60)
+        assert (out.metadata["width"], out.metadata["height"]) == (60, 60)
+        assert out.metadata["original_size"] == [60, 60]
+
+    def test_pillow_bomb_is_a_media_error(self) -> None:
+        # Pillow refuses past 2 * MAX_IMAGE_PIXELS with its own exception type at open.
+        data = gif_past_its_screen(200, screen=20000)
+        big = ImageLimits(max_image_width=65535, max_image_height=65535, max_alloc=1 << 40)
+        with pytest.raises(DecodeError, match="Image size .* exceeds limit"):
+            decode_image(data, limits=big)
+
+
+class TestVideoSizeChangeMidStream:
+    def test_frames_are_scaled_to_the_checked_size(self) -> None:
+        out = decode_video(size_change_webm(), num_frames=20)
+        assert out.tensor.shape == (20, 3, 48, 64)
+        assert out.metadata["frames_indices"] == list(range(20))
+        assert (out.metadata["width"], out.metadata["height"]) == (64, 64 * 3 // 4)
+
+    def test_strict_refuses(self) -> None:
+        with pytest.raises(DecodeError, match="set strict=False"):
+            decode_video(size_change_webm(), num_frames=20, strict=True)
+
+    def test_max_alloc_holds_for_the_output(self) -> None:
+        limits = VideoLimits(max_alloc=20 * 64 * 48 * 3)
+        out = decode_video(size_change_webm(), num_frames=20, limits=limits)
+        assert out.tensor.numel() <= limits.max_alloc
+
+
+class TestAudioRange:
+    @pytest.mark.parametrize(
+        ("name", "expr"), [("loud.wav", "3*sin(2*PI*440*t)"), ("step.wav", "-7*gt(t\\,0.2)")]
+    )
+    def test_float_pcm_past_full_scale_is_clipped(self, name: str, expr: str) -> None:
+        wav = ffmpeg(
+            name,
+            *("-f", "lavfi", "-i", f"aevalsrc={expr}:d=0.5:s=16000"),
+            *("-c:a", "pcm_f32le"),
+        )
+        out = decode_audio(wav, limits=AudioLimits())
+        assert out.tensor.dtype == torch.float32
+        assert out.tensor.abs().max().item() == 1.0
+        assert torch.isfinite(out.tensor).all()
