@@ -15,6 +15,7 @@ from tests.media import numbered_video
 from tests.media_server import MediaServer
 from tests.serve import serving
 from tests.test_audio import FORMATS, tone
+from tests.test_hostile_media import gif_past_its_screen
 from tests.test_image import LOSSY
 
 MODEL = "dynamo-media-echo"
@@ -196,6 +197,7 @@ class TestBadRequests:
     ) -> None:
         good = url_of(media_server, "ok.jpg", LOSSY["jpeg"](), "image/jpeg")
         corrupt = url_of(media_server, "bad.jpg", LOSSY["jpeg"]()[:500], "image/jpeg")
+        gif_bomb = f"data:image/gif;base64,{b64(gif_past_its_screen(16000))}"
         cases = [
             # (content, extra, status, code, words in the message)
             (
@@ -256,6 +258,13 @@ class TestBadRequests:
                 400,
                 "LimitExceeded",
                 "over limits.max_alloc",
+            ),
+            (  # a GIF whose first frame is far larger than its screen (issue #13)
+                [{"type": "image_url", "image_url": {"url": gif_bomb}}],
+                {},
+                400,
+                "LimitExceeded",
+                "image of 16000x16000 RGB needs",
             ),
             (
                 [
