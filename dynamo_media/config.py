@@ -42,6 +42,7 @@ __all__ = [
     "Modality",
     "VideoLimits",
     "VideoOptions",
+    "ascii_host",
 ]
 
 Modality = Literal["image", "video", "audio"]
@@ -56,19 +57,51 @@ DEFAULT_USER_AGENT = "dynamo-media/0.1"
 _ZERO_OK = {"min": 0}
 
 
+def ascii_host(name: str) -> str:
+    """A host name as the fetch policy compares it: lower case, without a trailing dot, in IDNA's
+    ASCII form (``Bücher.Example.`` -> ``xn--bcher-kva.example``). Both the hosts of URLs and the
+    entries of ``allowed_media_domains`` go through it, so that each matches in either form.
+
+    Raises:
+        ValueError: IDNA cannot encode the name; the message says why, for the caller's message.
+    """
+    name = name.lower()
+    try:
+        return (name[:-1] if name.endswith(".") else name).encode("idna").decode("ascii")
+    except UnicodeError as exc:
+        raise ValueError(
+            "IDNA cannot encode it (an empty label, a label over 63 characters, or a character "
+            "IDNA forbids)"
+        ) from exc
+
+
+def _allowlist_entry(index: int, entry: str) -> str:
+    wildcard, name = ("*.", entry[2:]) if entry.startswith("*.") else ("", entry)
+    try:
+        return wildcard + ascii_host(name)
+    except ValueError as exc:
+        raise InvalidOptions(
+            f"FetchPolicy.allowed_media_domains[{index}] ({entry!r}) is not a host name: {exc}; "
+            "write example.com or *.example.com"
+        ) from exc
+
+
 @dataclasses.dataclass(frozen=True)
 class FetchPolicy(Options):
     """What a ``MediaFetcher`` may fetch, and how long and how much. See README "Fetch policy".
 
     Attributes:
         user_agent: the ``User-Agent`` header. Default: ``"dynamo-media/0.1"``.
-        timeout_ms: one deadline for a whole download, redirects included. Default: 30000.
+        timeout_ms: one deadline for a whole download, redirects included, counted from the
+            ``fetch`` (or ``afetch``) call. Default: 30000.
         allow_direct_ip: accept URLs whose host is an IP address literal. Default: ``False``.
         allow_direct_port: accept URLs with an explicit port. Default: ``False``.
         allowed_media_domains: hosts that may be fetched, exact (case-insensitive, trailing dot
-            ignored) or ``*.example.com`` for subdomains. Default: ``None``, any public host.
-        allow_private_ips: allow hosts that resolve to loopback, private, link-local, multicast,
-            reserved or unspecified addresses. Default: ``False``.
+            ignored) or ``*.example.com`` for subdomains; kept as ``ascii_host`` writes them, so
+            ``bücher.example`` matches its host in either form. Default: ``None``, any public host.
+        allow_private_ips: allow hosts that resolve to loopback, private, link-local, site-local,
+            multicast, reserved or unspecified addresses, or to IPv6 addresses that carry such an
+            IPv4 address (6to4, NAT64, Teredo, ISATAP, IPv4-mapped). Default: ``False``.
         max_redirects: redirect hops followed, each checked again. Default: 3.
         max_bytes: cap on a body (and a ``data:`` URL's payload). Default: 256 MiB.
         allowed_local_media_path: a directory under which ``file:`` URLs may be read.
@@ -84,6 +117,14 @@ class FetchPolicy(Options):
     max_redirects: int = dataclasses.field(default=DEFAULT_MAX_REDIRECTS, metadata=_ZERO_OK)
     max_bytes: int = DEFAULT_MAX_BYTES
     allowed_local_media_path: str | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.allowed_media_domains is not None:
+            entries = tuple(
+                _allowlist_entry(i, entry) for i, entry in enumerate(self.allowed_media_domains)
+            )
+            object.__setattr__(self, "allowed_media_domains", entries)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -7,6 +7,9 @@ Routes:
     /status/<code>               that status, empty body
     /slow?seconds=<s>            headers, then a wait, then a small body
     /drip?bytes=<n>&every=<s>    one byte every ``every`` seconds
+    /drip-headers?bytes=<n>&every=<s>
+                                 the status line and headers (with ``n`` bytes of padding) one
+                                 byte every ``every`` seconds, then a small body
 """
 
 from __future__ import annotations
@@ -79,6 +82,18 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                     self.wfile.write(b"x")
                     self.wfile.flush()
                     time.sleep(every)
+            except OSError:
+                pass
+        elif kind == "drip-headers":
+            pad, every = int(query.get("bytes", "100")), float(query.get("every", "0.1"))
+            head = b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nX-Pad: " + b"x" * pad + b"\r\n\r\n"
+            self.close_connection = True
+            try:
+                for i in range(len(head)):
+                    self.wfile.write(head[i : i + 1])
+                    self.wfile.flush()
+                    time.sleep(every)
+                self.wfile.write(b"late")
             except OSError:
                 pass
         else:

@@ -6,7 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from dynamo_media import DecodeError, EncodedMedia, FetchError, MediaFetcher, PolicyError
+from dynamo_media import (
+    DecodeError,
+    EncodedMedia,
+    FetchError,
+    FetchPolicy,
+    MediaFetcher,
+    PolicyError,
+)
 from dynamo_media.fetch import address_refusal, domain_allowed, parse_http_url
 from dynamo_media.transforms import FetchURL
 from tests.conftest import resolve_test_host
@@ -75,7 +82,9 @@ class TestPolicyPieces:
         ],
     )
     def test_domain_allowlist(self, host: str, allowed: bool) -> None:
-        assert domain_allowed(host, ["Google.COM.", "*.cdn.test"]) is allowed
+        entries = FetchPolicy(allowed_media_domains=("Google.COM.", "*.cdn.test"))
+        assert entries.allowed_media_domains is not None
+        assert domain_allowed(host, entries.allowed_media_domains) is allowed
 
     @pytest.mark.parametrize(
         ("ip", "reason"),
@@ -91,8 +100,8 @@ class TestPolicyPieces:
             ("::1", "loopback"),
             ("fe80::1", "link-local"),
             ("fc00::1", "private"),
-            ("::ffff:127.0.0.1", "loopback"),
-            ("::ffff:10.0.0.1", "private"),
+            ("::ffff:127.0.0.1", "loopback (IPv4-mapped 127.0.0.1)"),
+            ("::ffff:10.0.0.1", "private (IPv4-mapped 10.0.0.1)"),
             ("93.184.216.34", None),
             ("2606:4700::1111", None),
         ],

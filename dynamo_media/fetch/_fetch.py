@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import concurrent.futures
+import contextvars
 import functools
 import hashlib
+import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from dynamo_media._errors import PolicyError
+from dynamo_media._errors import FetchError, PolicyError
 from dynamo_media._media import EncodedMedia
 from dynamo_media._sniff import sniff_mime
 from dynamo_media.fetch._data import decode_data_url
+from dynamo_media.fetch._deadline import Deadline
 from dynamo_media.fetch._local import read_local_file
 from dynamo_media.fetch._url import shorten_url
 
@@ -24,13 +27,35 @@ __all__ = ["fetch_executor", "fetch_url"]
 _FETCH_THREADS = 32
 _GENERIC_MIME = {None, "application/octet-stream", "binary/octet-stream"}
 
+_T = TypeVar("_T")
+
+# When the running fetch was handed to the pool (time.monotonic()); unset outside the pool.
+_SUBMITTED_AT: contextvars.ContextVar[float] = contextvars.ContextVar("dynamo_media_submitted_at")
+
+
+def _run_submitted(submitted_at: float, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+    token = _SUBMITTED_AT.set(submitted_at)
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        _SUBMITTED_AT.reset(token)
+
+
+class _FetchExecutor(concurrent.futures.ThreadPoolExecutor):
+    """A thread pool that tells each fetch when it was submitted, so that its deadline counts
+    from the ``afetch`` call and not from the moment a thread came free."""
+
+    def submit(
+        self, fn: Callable[..., _T], /, *args: Any, **kwargs: Any
+    ) -> concurrent.futures.Future[_T]:
+        return super().submit(_run_submitted, time.monotonic(), fn, *args, **kwargs)
+
 
 @functools.cache
 def fetch_executor() -> concurrent.futures.ThreadPoolExecutor:
-    """The process-wide pool that ``afetch`` runs downloads on (I/O bound, so wide)."""
-    return concurrent.futures.ThreadPoolExecutor(
-        max_workers=_FETCH_THREADS, thread_name_prefix="dynamo-media-fetch"
-    )
+    """The process-wide pool that ``afetch`` runs downloads on (I/O bound, so wide); a fetch
+    that waited there past its ``timeout_ms`` fails without starting."""
+    return _FetchExecutor(max_workers=_FETCH_THREADS, thread_name_prefix="dynamo-media-fetch")
 
 
 def fetch_url(url: str, policy: FetchPolicy, http: Callable[[], HttpClient]) -> EncodedMedia:
@@ -50,17 +75,25 @@ def fetch_url(url: str, policy: FetchPolicy, http: Callable[[], HttpClient]) -> 
     """
     if not isinstance(url, str):
         raise TypeError(f"url must be a str, got {type(url).__name__}")
+    now = time.monotonic()
+    start = _SUBMITTED_AT.get(now)
+    if (now - start) * 1000 >= policy.timeout_ms:
+        raise FetchError(
+            f"{shorten_url(url)} waited {(now - start) * 1000:.0f} ms for a fetch thread (all "
+            f"{_FETCH_THREADS} busy), over timeout_ms ({policy.timeout_ms}); raise timeout_ms or "
+            "send fewer URLs at once"
+        )
     scheme = url.partition(":")[0].lower()
     if scheme == "data":
         data, mime = decode_data_url(url, policy.max_bytes)
     elif scheme == "file":
         data, mime = read_local_file(url, policy.allowed_local_media_path, policy.max_bytes), None
     elif scheme in ("http", "https"):
-        data, mime = http().get(url)
+        data, mime = http().get(url, Deadline(policy.timeout_ms, url, start=start))
     else:
         raise PolicyError(
-            f"Unsupported URL scheme {scheme!r} in {shorten_url(url)!r}; use http, https, "
-            "data (base64) or file (under allowed_local_media_path)"
+            f"Unsupported URL scheme {shorten_url(scheme)!r} in {shorten_url(url)!r}; use http, "
+            "https, data (base64) or file (under allowed_local_media_path)"
         )
     if mime in _GENERIC_MIME:
         mime = sniff_mime(data)

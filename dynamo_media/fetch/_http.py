@@ -3,23 +3,26 @@
 Each hop (the URL, then every redirect) is parsed, checked and resolved once; the request goes to
 the checked address with the original ``Host`` header, and TLS still verifies the host name (SNI
 and certificate check use the name, the socket uses the address). Redirects are followed by hand
-so that every hop is checked again. One deadline bounds the whole download: it shrinks the socket
-timeout before every read, so a server that drips bytes cannot stretch it.
+so that every hop is checked again. One deadline bounds the whole download, hops included: a
+watchdog shuts down the socket of a fetch that passes it (Note [One deadline, whatever the server
+does] in ``_deadline.py``), so a server that drips bytes cannot stretch it.
 """
 
 from __future__ import annotations
 
 import http.cookiejar
 import ipaddress
-import time
 import urllib.parse
 from typing import TYPE_CHECKING, Any
 
 import requests
 import requests.adapters
 import urllib3
+import urllib3.connection
+import urllib3.connectionpool
 
 from dynamo_media._errors import FetchError
+from dynamo_media.fetch._deadline import Deadline, active_deadline
 from dynamo_media.fetch._policy import check_url, resolve_checked
 from dynamo_media.fetch._url import ParsedURL, parse_http_url, shorten_url
 
@@ -33,8 +36,30 @@ _POOL_SIZE = 32
 _REDIRECTS = (301, 302, 303, 307, 308)
 
 
+class _WatchedHTTPPool(urllib3.connectionpool.HTTPConnectionPool):
+    """Hands each connection to the running fetch's deadline as it is taken from the pool."""
+
+    def _get_conn(self, timeout: float | None = None) -> urllib3.connection.HTTPConnection:
+        conn = super()._get_conn(timeout)
+        assert isinstance(conn, urllib3.connection.HTTPConnection)  # what ConnectionCls makes
+        active_deadline().claim(conn)
+        return conn
+
+
+class _WatchedHTTPSPool(_WatchedHTTPPool, urllib3.connectionpool.HTTPSConnectionPool):
+    """``_WatchedHTTPPool`` for https."""
+
+
 class _PinnedAdapter(requests.adapters.HTTPAdapter):
-    """Connects to the address in the URL, but names the ``Host`` header's host to TLS."""
+    """Connects to the address in the URL, but names the ``Host`` header's host to TLS; its pools
+    put every connection under the fetch's deadline."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {
+            "http": _WatchedHTTPPool,
+            "https": _WatchedHTTPSPool,
+        }
 
     def build_connection_pool_key_attributes(  # type: ignore[override]
         self, request: requests.PreparedRequest, verify: Any, cert: Any = None
@@ -47,24 +72,6 @@ class _PinnedAdapter(requests.adapters.HTTPAdapter):
             pool_kwargs["server_hostname"] = name
             pool_kwargs["assert_hostname"] = name
         return host_params, pool_kwargs
-
-
-class _Deadline:
-    def __init__(self, timeout_ms: int, url: str) -> None:
-        self.timeout_ms = timeout_ms
-        self.url = url
-        self.end = time.monotonic() + timeout_ms / 1000
-
-    def expired(self) -> FetchError:
-        return FetchError(
-            f"Fetching {shorten_url(self.url)} took longer than timeout_ms ({self.timeout_ms})"
-        )
-
-    def remaining(self) -> float:
-        left = self.end - time.monotonic()
-        if left <= 0:
-            raise self.expired()
-        return left
 
 
 class HttpClient:
@@ -95,8 +102,12 @@ class HttpClient:
         host = f"[{ip}]" if isinstance(ip, ipaddress.IPv6Address) else str(ip)
         return f"{parsed.scheme}://{host}:{parsed.port}{parsed.target}"
 
-    def get(self, url: str) -> tuple[bytes, str | None]:
+    def get(self, url: str, deadline: Deadline) -> tuple[bytes, str | None]:
         """Downloads a URL, following redirects under the policy.
+
+        Args:
+            url: the URL.
+            deadline: bounds the whole download, redirects included.
 
         Returns:
             The body and the ``Content-Type`` (without parameters), if any.
@@ -106,24 +117,24 @@ class HttpClient:
             FetchError: HTTP error status, timeout, refused connection, too many redirects,
                 oversize body.
         """
-        deadline = _Deadline(self.policy.timeout_ms, url)
-        for _hop in range(self.policy.max_redirects + 1):
-            parsed = parse_http_url(url)
-            check_url(parsed, self.policy, url)
-            pinned = self._pinned_url(parsed, url)
-            response = self._send(pinned, parsed, url, deadline)
-            with response:
-                if response.status_code in _REDIRECTS and "Location" in response.headers:
-                    url = urllib.parse.urljoin(url, response.headers["Location"])
-                    continue
-                return self._body(response, url, deadline)
+        with deadline:
+            for _hop in range(self.policy.max_redirects + 1):
+                parsed = parse_http_url(url)
+                check_url(parsed, self.policy, url)
+                pinned = self._pinned_url(parsed, url)
+                response = self._send(pinned, parsed, url, deadline)
+                with response:
+                    if response.status_code in _REDIRECTS and "Location" in response.headers:
+                        url = urllib.parse.urljoin(url, response.headers["Location"])
+                        continue
+                    return self._body(response, url, deadline)
         raise FetchError(
             f"Too many redirects fetching {shorten_url(url)} (max_redirects is "
             f"{self.policy.max_redirects})"
         )
 
     def _send(
-        self, pinned: str, parsed: ParsedURL, url: str, deadline: _Deadline
+        self, pinned: str, parsed: ParsedURL, url: str, deadline: Deadline
     ) -> requests.Response:
         remaining = deadline.remaining()
         try:
@@ -140,7 +151,7 @@ class HttpClient:
             raise FetchError(f"Cannot fetch {shorten_url(url)}: {type(exc).__name__}") from exc
 
     def _body(
-        self, response: requests.Response, url: str, deadline: _Deadline
+        self, response: requests.Response, url: str, deadline: Deadline
     ) -> tuple[bytes, str | None]:
         shown = shorten_url(url)
         if response.status_code >= 400:
@@ -155,12 +166,9 @@ class HttpClient:
                 "send a smaller file"
             )
         raw: urllib3.HTTPResponse = response.raw
-        sock = getattr(raw.connection, "sock", None)
         body = bytearray()
         try:
             while True:
-                if sock is not None:
-                    sock.settimeout(deadline.remaining())
                 chunk = raw.read1(_CHUNK, decode_content=True)  # returns what has arrived
                 if not chunk:
                     break

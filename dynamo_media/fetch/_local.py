@@ -7,6 +7,7 @@ import urllib.parse
 from pathlib import Path
 
 from dynamo_media._errors import FetchError, PolicyError
+from dynamo_media.fetch._url import shorten_url
 
 __all__ = ["read_local_file"]
 
@@ -30,18 +31,19 @@ def read_local_file(url: str, allowed_root: str | None, max_bytes: int) -> bytes
         raise PolicyError(
             "file: URLs are refused; set allowed_local_media_path to read local media"
         )
+    shown = shorten_url(url)
     parts = urllib.parse.urlsplit(url)
     if parts.netloc not in ("", "localhost"):
-        raise PolicyError(f"file: URL {url!r} names a host; only local paths are read")
+        raise PolicyError(f"file: URL {shown!r} names a host; only local paths are read")
     root = Path(allowed_root).resolve()
     path = Path(urllib.parse.unquote(parts.path)).resolve()
     if not path.is_relative_to(root):
-        raise PolicyError(f"{url!r} resolves outside allowed_local_media_path ({root})")
+        raise PolicyError(f"{shown!r} resolves outside allowed_local_media_path ({root})")
     try:
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
             if size > max_bytes:
-                raise FetchError(f"{url!r} is {size} bytes, over max_bytes ({max_bytes})")
+                raise FetchError(f"{shown!r} is {size} bytes, over max_bytes ({max_bytes})")
             return f.read(max_bytes + 1)
     except OSError as exc:
-        raise FetchError(f"Cannot read {url!r}: {exc.strerror}") from exc
+        raise FetchError(f"Cannot read {shown!r}: {exc.strerror}") from exc

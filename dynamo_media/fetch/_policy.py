@@ -16,13 +16,26 @@ if TYPE_CHECKING:
 __all__ = ["address_refusal", "check_url", "domain_allowed", "resolve_checked", "system_resolver"]
 
 
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+_ISATAP_IDS = (0x0000_5EFE, 0x0200_5EFE)  # the interface id's upper half: ::5efe:a.b.c.d
+_REASONS = (
+    "unspecified",
+    "loopback",
+    "link_local",
+    "site_local",
+    "multicast",
+    "reserved",
+    "private",
+)
+
+
 def domain_allowed(host: str, allowed: Sequence[str]) -> bool:
     """Whether ``host`` matches the allowlist: exact, or ``*.example.com`` for subdomains.
 
-    Both sides compare in lower case without a trailing dot.
+    Both sides are in ``ascii_host``'s form: the parser writes hosts so, ``FetchPolicy`` its
+    entries.
     """
     for entry in allowed:
-        entry = entry.lower().rstrip(".")
         if entry.startswith("*."):
             if host.endswith(entry[1:]):
                 return True
@@ -31,16 +44,68 @@ def domain_allowed(host: str, allowed: Sequence[str]) -> bool:
     return False
 
 
-def address_refusal(ip: IPAddress) -> str | None:
-    """Why an address is not public (``"loopback"``, ``"private"``, ...), or ``None``."""
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    for reason in ("unspecified", "loopback", "link_local", "multicast", "reserved", "private"):
-        if getattr(ip, f"is_{reason}"):
+# Note [IPv6 addresses that carry an IPv4 address]
+# Some IPv6 addresses deliver to, or through, an IPv4 address written inside them: a 6to4 relay
+# sends 2002:7f00:1:: to 127.0.0.1, a NAT64 gateway 64:ff9b::a9fe:a9fe to 169.254.169.254. So
+# the IPv4 address inside is judged as if it were given. The translations (IPv4-mapped, 6to4,
+# NAT64's well-known prefix) are judged by it alone, whatever Python's tables say of their IPv6
+# ranges; the tunnels (Teredo's server and client, ISATAP) by their IPv6 address as well.
+# IPv4-compatible addresses (::a.b.c.d, deprecated) lie in ::/8, refused as reserved, and so is
+# NAT64's local-use prefix 64:ff9b:1::/48.
+
+
+def _carried_ipv4(
+    ip: ipaddress.IPv6Address,
+) -> tuple[bool, list[tuple[str, ipaddress.IPv4Address]]]:
+    """Whether ``ip`` is a translation, and the IPv4 addresses it carries, each with its form.
+
+    See Note [IPv6 addresses that carry an IPv4 address].
+    """
+    low32 = ipaddress.IPv4Address(int(ip) & 0xFFFF_FFFF)
+    if ip.ipv4_mapped is not None:
+        return True, [("IPv4-mapped", ip.ipv4_mapped)]
+    if ip.sixtofour is not None:
+        return True, [("6to4", ip.sixtofour)]
+    if ip in _NAT64:
+        return True, [("NAT64", low32)]
+    if ip.teredo is not None:
+        server, client = ip.teredo
+        return False, [("Teredo server", server), ("Teredo client", client)]
+    if (int(ip) >> 32) & 0xFFFF_FFFF in _ISATAP_IDS:
+        return False, [("ISATAP", low32)]
+    return False, []
+
+
+def _own_refusal(ip: IPAddress) -> str | None:
+    for reason in _REASONS:
+        if getattr(ip, f"is_{reason}", False):  # is_site_local is IPv6's only
             return reason.replace("_", "-")
     if not ip.is_global:
         return "not globally routable"
     return None
+
+
+def address_refusal(ip: IPAddress) -> str | None:
+    """Why an address is not public, or ``None``.
+
+    Returns:
+        ``"loopback"``, ``"private"``, ``"site-local"``, ...; for an IPv6 address refused for
+        the IPv4 address inside it, the form and that address too: ``"loopback (6to4
+        127.0.0.1)"`` (see Note [IPv6 addresses that carry an IPv4 address]).
+    """
+    if isinstance(ip, ipaddress.IPv6Address):
+        translation, carried = _carried_ipv4(ip)
+        for form, ipv4 in carried:
+            reason = _own_refusal(ipv4)
+            if reason is not None:
+                return f"{reason} ({form} {ipv4})"
+        if translation:
+            return None
+    return _own_refusal(ip)
+
+
+def _host_of(parsed: ParsedURL, url: str) -> str:
+    return f"{shorten_url(parsed.host)!r} of {shorten_url(url)!r}"
 
 
 def check_url(parsed: ParsedURL, policy: FetchPolicy, url: str) -> None:
@@ -62,7 +127,10 @@ def check_url(parsed: ParsedURL, policy: FetchPolicy, url: str) -> None:
         )
     allowed = policy.allowed_media_domains
     if allowed is not None and not domain_allowed(parsed.host, allowed):
-        raise PolicyError(f"Host {parsed.host!r} of {shown!r} is not in allowed_media_domains")
+        raise PolicyError(
+            f"Host {_host_of(parsed, url)} is not in allowed_media_domains; add it there to "
+            "fetch from it"
+        )
 
 
 def system_resolver(host: str, port: int) -> list[IPAddress]:
@@ -78,8 +146,8 @@ def resolve_checked(
 
     Raises:
         FetchError: the host does not resolve.
-        PolicyError: an address is loopback, private, link-local, multicast, reserved or
-            unspecified, and ``allow_private_ips`` is false.
+        PolicyError: an address is loopback, private, link-local, site-local, multicast, reserved
+            or unspecified (or carries such an IPv4 address), and ``allow_private_ips`` is false.
     """
     if parsed.ip is not None:
         addresses: Sequence[IPAddress] = [parsed.ip]
@@ -87,9 +155,9 @@ def resolve_checked(
         try:
             addresses = (resolver or system_resolver)(parsed.host, parsed.port)
         except OSError as exc:
-            raise FetchError(f"Cannot resolve host {parsed.host!r} of {shorten_url(url)}") from exc
+            raise FetchError(f"Cannot resolve host {_host_of(parsed, url)}") from exc
         if not addresses:
-            raise FetchError(f"Host {parsed.host!r} of {shorten_url(url)} has no address")
+            raise FetchError(f"Host {_host_of(parsed, url)} has no address")
     if not policy.allow_private_ips:
         # Every address must pass: a host with one public and one private record could
         # otherwise be steered to the private one (DNS rebinding).
@@ -97,7 +165,7 @@ def resolve_checked(
             reason = address_refusal(ip)
             if reason is not None:
                 raise PolicyError(
-                    f"Host {parsed.host!r} of {shorten_url(url)} resolves to {ip}, a {reason} "
-                    "address; refused (allow_private_ips is false)"
+                    f"Host {_host_of(parsed, url)} resolves to {ip}, a {reason} address; refused "
+                    "(allow_private_ips is false)"
                 )
     return addresses[0]

@@ -12,6 +12,7 @@ import ipaddress
 import re
 
 from dynamo_media._errors import PolicyError
+from dynamo_media.config import ascii_host
 
 __all__ = ["IPAddress", "ParsedURL", "parse_http_url", "shorten_url"]
 
@@ -20,11 +21,13 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 DEFAULT_PORTS = {"http": 80, "https": 443}
 _LABEL = re.compile(r"^[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?$")
 _NUMBER = re.compile(r"^(0[xX][0-9a-fA-F]*|[0-9]+)$")
+_PORT = re.compile(r"[0-9]{1,5}")  # not str.isdigit, which takes other digits, such as '²'
 _MAX_SHOWN = 120
 
 
 def shorten_url(url: str) -> str:
-    """A URL fit for a message: ``data:`` payloads and very long URLs are cut."""
+    """A URL, or a part of one (a host, a port), fit for a message: ``data:`` payloads and long
+    values are cut. Every message that shows what a client sent goes through it."""
     if url[:5].lower() == "data:":
         head, _, payload = url.partition(",")
         return f"{head[:60]},...({len(payload)} chars)"
@@ -69,16 +72,20 @@ def _ipv4_number(part: str) -> int | None:
     return int(part)
 
 
+def _invalid_host(host: str, url: str, problem: str) -> PolicyError:
+    return PolicyError(f"Invalid host {shorten_url(host)!r} in {shorten_url(url)!r}: {problem}")
+
+
 def _parse_ipv4(host: str, url: str) -> ipaddress.IPv4Address:
     """WHATWG's IPv4 parser: 1 to 4 parts, decimal, octal or hex; the last fills the rest."""
     parts = host.split(".")
     numbers = [_ipv4_number(p) for p in parts]
     if len(parts) > 4 or any(n is None for n in numbers):
-        raise PolicyError(f"Invalid host {host!r} in {shorten_url(url)}: not a valid IPv4 address")
+        raise _invalid_host(host, url, "not a valid IPv4 address")
     *head, last = numbers
     assert last is not None
     if any(n > 255 for n in head) or last >= 256 ** (5 - len(parts)):  # type: ignore[operator]
-        raise PolicyError(f"Invalid host {host!r} in {shorten_url(url)}: IPv4 part out of range")
+        raise _invalid_host(host, url, "IPv4 part out of range")
     value = last
     for i, n in enumerate(head):
         value += n << (8 * (3 - i))  # type: ignore[operator]
@@ -87,27 +94,30 @@ def _parse_ipv4(host: str, url: str) -> ipaddress.IPv4Address:
 
 def _parse_host(host: str, url: str) -> tuple[str, IPAddress | None]:
     if host.startswith("["):
-        if not host.endswith("]"):
-            raise PolicyError(f"Invalid IPv6 host in {shorten_url(url)}")
         try:
             ip6 = ipaddress.IPv6Address(host[1:-1])
         except ValueError as exc:
-            raise PolicyError(f"Invalid IPv6 host {host!r} in {shorten_url(url)}") from exc
+            raise _invalid_host(host, url, "not a valid IPv6 address") from exc
         return str(ip6), ip6
-    host = host.lower()
-    host = host[:-1] if host.endswith(".") else host
-    if not host.isascii():
-        try:
-            host = host.encode("idna").decode("ascii")
-        except UnicodeError as exc:
-            raise PolicyError(f"Invalid host {host!r} in {shorten_url(url)}") from exc
-    labels = host.split(".")
+    try:
+        name = ascii_host(host)
+    except ValueError as exc:
+        raise _invalid_host(host, url, str(exc)) from exc
+    labels = name.split(".")
     if _NUMBER.match(labels[-1]):  # a host ending in a number is an IPv4 address (WHATWG)
-        ip4 = _parse_ipv4(host, url)
+        ip4 = _parse_ipv4(name, url)
         return str(ip4), ip4
-    if not host or len(host) > 253 or not all(_LABEL.match(label) for label in labels):
-        raise PolicyError(f"Invalid host {host!r} in {shorten_url(url)}")
-    return host, None
+    if len(name) > 253:
+        raise _invalid_host(host, url, f"{len(name)} characters, over 253")
+    for label in labels:  # IDNA kept each label under 64 characters
+        if not _LABEL.match(label):
+            raise _invalid_host(
+                host,
+                url,
+                f"label {label!r} must be letters, digits, '-' or '_', not empty, and not start "
+                "or end with '-'",
+            )
+    return name, None
 
 
 def parse_http_url(url: str) -> ParsedURL:
@@ -151,8 +161,8 @@ def parse_http_url(url: str) -> ParsedURL:
     name, ip = _parse_host(host, url)
     port = DEFAULT_PORTS[scheme]
     if port_text:
-        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-            raise PolicyError(f"Invalid port {port_text!r} in {shown!r}")
+        if not _PORT.fullmatch(port_text) or not 0 < int(port_text) < 65536:
+            raise PolicyError(f"Invalid port {shorten_url(port_text)!r} in {shown!r}")
         port = int(port_text)
     return ParsedURL(
         scheme=scheme,
