@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.bench-installed
 EXTRAS := server,test
 
-.PHONY: serve test lint bench setup ffmpeg clean
+.PHONY: serve test lint bench fuzz setup ffmpeg clean
 
 # The OpenAI-compatible frontend on 127.0.0.1:8000 with the reference backend beside it.
 # ARGS passes options through: make serve ARGS="--config my.json --port 9000"
@@ -20,6 +20,11 @@ lint: setup
 	$(BIN)/ruff check dynamo_media tests benchmarks
 	$(BIN)/ruff format --check dynamo_media tests benchmarks
 	$(BIN)/mypy
+
+# Mutated media through the public decoders in worker processes (tests/fuzz; issue #13).
+# Findings go to .cache/fuzz; ARGS passes options through: make fuzz ARGS="--count 100000"
+fuzz: setup
+	$(BIN)/python -m tests.fuzz $(ARGS)
 
 # The peers (OpenCV, PyAV, decord, soundfile) are installed for benchmarks only.
 bench: setup $(BENCH_STAMP)
