@@ -4,7 +4,9 @@ Turns the media parts of an OpenAI chat request into decoded tensors that a mode
 over NIXL. See README.md.
 """
 
+from dynamo_media._decoder import MediaDecoder
 from dynamo_media._errors import (
+    BackendUnavailable,
     DecodeError,
     FetchError,
     InvalidOptions,
@@ -22,8 +24,6 @@ from dynamo_media.config import (
     FetchPolicy,
     ImageLimits,
     ImageOptions,
-    MediaDecoder,
-    MediaFetcher,
     VideoLimits,
     VideoOptions,
 )
@@ -35,6 +35,7 @@ from dynamo_media.decode import (
     probe_image,
     probe_video,
 )
+from dynamo_media.fetch import MediaFetcher
 from dynamo_media.sampling import sample_frame_indices
 
 __version__ = "0.1.0"
@@ -42,6 +43,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AudioLimits",
     "AudioOptions",
+    "BackendUnavailable",
     "DecodeError",
     "DecodedMedia",
     "EncodedMedia",

@@ -3,16 +3,22 @@
 Every error a request can cause is a ``MediaError`` and carries the HTTP status the server answers
 with::
 
-    MediaError                    .status, .param (the item, once known)
-    ├── InvalidOptions    400     bad configuration or media_io_kwargs (also a ValueError)
-    ├── ModalityDisabled  400     image/video/audio not enabled on the MediaDecoder
-    ├── PolicyError       400     the fetch policy refuses the URL (scheme, host, address, port)
-    ├── FetchError        422     the download failed: HTTP status, timeout, refused, too large
-    ├── LimitExceeded     400     the decoded media would pass a configured limit
-    ├── DecodeError       400     the bytes are not media we can decode
-    ├── Overloaded        503     the server is at capacity; retry later
-    └── ReadError         502     a backend could not read an item over NIXL (transfer failed,
-                                  or the frontend had released it)
+    MediaError                        .status, .param (the item, once known)
+    ├── InvalidOptions        400     bad configuration or media_io_kwargs (also a ValueError)
+    ├── ModalityDisabled      400     image/video/audio not enabled on the MediaDecoder
+    ├── PolicyError           400     the fetch policy refuses the URL (scheme, host, address, port)
+    ├── FetchError            422     the download failed: HTTP status, timeout, refused, too large
+    ├── LimitExceeded         400     the decoded media would pass a configured limit
+    ├── DecodeError           400     the bytes are not media we can decode
+    ├── Overloaded            503     the server is at capacity; retry later
+    ├── ReadError             502     a backend could not read an item over NIXL (transfer
+    │                                 failed, or the frontend had released it)
+    └── BackendUnavailable    502     the hop to the backend failed: not reachable, timed out,
+                                      or answered garbage (not JSON, a broken stream)
+
+One rule for the last two: what fails past the frontend is 502 (Bad Gateway); 503 is only the
+frontend's own capacity, and only it carries ``Retry-After``. A backend's own
+error answer (a ``ReadError`` body, say) is relayed with its status, not wrapped.
 
 Errors of the native libraries (Pillow, FFmpeg via torchcodec, requests/urllib3, NIXL) never escape
 raw: each is caught at its narrowest type and re-raised as one of these ``from`` the original.
@@ -34,6 +40,7 @@ import re
 from collections.abc import Iterator
 
 __all__ = [
+    "BackendUnavailable",
     "DecodeError",
     "FetchError",
     "InvalidOptions",
@@ -131,6 +138,14 @@ class Overloaded(MediaError):
 class ReadError(MediaError):
     """A backend could not read an item over NIXL: the transfer failed or the region was
     released (a stale descriptor)."""
+
+    status = 502
+
+
+class BackendUnavailable(MediaError):
+    """The frontend could not get an answer from its backend: it cannot be reached, it timed
+    out, or it answered something that is not OpenAI's shape. Raised by a ``Backend``
+    transport, never for an error the backend answered on purpose."""
 
     status = 502
 

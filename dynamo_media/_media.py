@@ -9,7 +9,14 @@ from typing import Any, Literal
 
 import torch
 
-__all__ = ["DecodedMedia", "EncodedMedia", "Modality", "options_hash", "tensor_sha256"]
+__all__ = [
+    "DecodedMedia",
+    "EncodedMedia",
+    "Modality",
+    "ProbedMedia",
+    "options_hash",
+    "tensor_sha256",
+]
 
 Modality = Literal["image", "video", "audio"]
 
@@ -50,16 +57,12 @@ class EncodedMedia:
             unknown.
         source: where the bytes came from, for messages (a ``data:`` URL is shortened).
         content_hash: sha256 hex digest of ``data``.
-        probe: what a ``Check*Limits`` transform read from the header (dimensions, stream
-            metadata, the chosen frames), so that decoding does not read it again. Default:
-            ``None``.
     """
 
     data: bytes
     mime: str | None
     source: str
     content_hash: str
-    probe: Any = None
 
     @classmethod
     def from_bytes(
@@ -69,11 +72,32 @@ class EncodedMedia:
         return cls(bytes(data), mime, source, hashlib.sha256(data).hexdigest())
 
     def __repr__(self) -> str:
-        probe = f", probe={type(self.probe).__name__}" if self.probe is not None else ""
         return (
             f"EncodedMedia(source={self.source!r}, mime={self.mime!r}, "
-            f"nbytes={len(self.data)}, content_hash={self.content_hash[:12]!r}{probe})"
+            f"nbytes={len(self.data)}, content_hash={self.content_hash[:12]!r})"
         )
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ProbedMedia:
+    """Encoded media with what a ``Check*Limits`` step read from it (header, stream metadata, the
+    chosen frames), so that decoding does not read it again.
+
+    The decode step uses the probe only if it was made under the options the decode step has
+    itself; otherwise it raises ``InvalidOptions`` (check and decode must not disagree).
+
+    Attributes:
+        media: the encoded media.
+        probe: ``ImageInfo``, ``VideoProbe`` or ``AudioProbe``.
+        options: the keyword options the probe was made under (sampling, output, limits).
+    """
+
+    media: EncodedMedia
+    probe: Any
+    options: dict[str, Any]
+
+    def __repr__(self) -> str:
+        return f"ProbedMedia({self.media!r}, probe={type(self.probe).__name__})"
 
 
 @dataclasses.dataclass(eq=False)

@@ -181,8 +181,9 @@ class Options:
     def merge(self: OptionsT, overrides: Mapping[str, Any] | None, *, where: str) -> OptionsT:
         """These options with a request's overrides applied (``media_io_kwargs``).
 
-        ``limits`` cannot be overridden. Setting one key of an exclusive group (``fps``,
-        ``num_frames``) resets the others to ``None``.
+        ``limits`` cannot be overridden, and ``null`` is refused: a request may change a
+        default but not remove it (``"max_frames": null`` would lift the server's cap). Setting
+        one key of an exclusive group (``fps``, ``num_frames``) resets the others.
 
         Args:
             overrides: the request's keys for this modality; ``None`` changes nothing.
@@ -192,7 +193,7 @@ class Options:
             New options.
 
         Raises:
-            InvalidOptions: ``limits`` given, an unknown key, or a bad value.
+            InvalidOptions: ``limits`` given, an unknown key, ``null``, or a bad value.
         """
         if not overrides:
             return self
@@ -202,6 +203,12 @@ class Options:
                 "configuration. Remove 'limits' from media_io_kwargs."
             )
         self._known_keys(overrides, where)
+        for key, value in overrides.items():
+            if value is None:
+                raise InvalidOptions(
+                    f"{where}.{key} is null; a request cannot remove the server's "
+                    f"{key} ({getattr(self, key)!r}): omit the key to keep it, or give a value"
+                )
         values = {**self.to_dict(), **overrides}
         for group in self._exclusive:
             if any(key in overrides for key in group):

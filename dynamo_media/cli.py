@@ -15,7 +15,7 @@ from pathlib import Path
 
 from dynamo_media._errors import DecodeError, MediaError
 from dynamo_media._sniff import sniff_format
-from dynamo_media.config import MediaFetcher
+from dynamo_media.fetch import MediaFetcher
 
 __all__ = ["main"]
 
@@ -71,7 +71,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from dynamo_media.nixl import RegistrationPool
-    from dynamo_media.server import create_app, load_config
+    from dynamo_media.server import HttpBackend, create_app, load_config
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -80,15 +80,16 @@ def _serve(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     settings = config.settings
     with contextlib.ExitStack() as stack:
-        backend = args.backend or stack.enter_context(_backend_process(settings.model))
+        url = args.backend or stack.enter_context(_backend_process(settings.model))
         pool = RegistrationPool(
             capacity_bytes=settings.pool_capacity_bytes,
             device=settings.device,
             wait_ms=settings.queue_timeout_ms,
         )
         stack.callback(pool.close)
+        backend = HttpBackend(url, timeout_ms=settings.backend_timeout_ms)
         app = create_app(config, backend, pool)
-        print(f"dynamo-media frontend on http://{args.host}:{args.port} -> backend {backend}")
+        print(f"dynamo-media frontend on http://{args.host}:{args.port} -> {backend}")
         uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
 

@@ -1,34 +1,21 @@
-"""Configuration: the fetch policy, per-modality options and limits, and their per-request merge.
+"""Configuration values: the fetch policy, per-modality options and limits.
 
-``MediaFetcher`` and ``MediaDecoder`` keep the seed's call-for-call API::
-
-    fetcher = MediaFetcher()
-    fetcher.user_agent("dynamo"); fetcher.timeout_ms(15000)
-    fetcher.allowed_media_domains(["google.com"])
-    decoder = MediaDecoder()
-    decoder.enable_video({"fps": 2.0, "max_frames": 128, "limits": {"max_alloc": 384 << 20}})
-
-Both round-trip through JSON with ``to_dict``/``from_dict``. The option classes are frozen
-dataclasses validated at construction (see ``_options.py``); ``Options.merge`` applies a request's
-``media_io_kwargs`` over the configured defaults.
+Value objects only: frozen dataclasses validated at construction (see ``_options.py``), whose
+``Options.merge`` applies a request's ``media_io_kwargs`` over the configured defaults. The actors
+built from them live above: ``MediaFetcher`` in ``fetch/``, ``MediaDecoder`` in ``_decoder.py``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, ClassVar, Literal
 
-from dynamo_media._errors import InvalidOptions, ModalityDisabled
-from dynamo_media._options import Options, changed_fields
+from dynamo_media._errors import InvalidOptions
+from dynamo_media._options import Options
 
 if TYPE_CHECKING:
     import ipaddress
-
-    from dynamo_media.fetch import HttpClient
-    from dynamo_media.nixl import RegistrationPool
-    from dynamo_media.transforms import Compose, EncodedMedia
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
@@ -37,9 +24,8 @@ __all__ = [
     "FetchPolicy",
     "ImageLimits",
     "ImageOptions",
-    "MediaDecoder",
-    "MediaFetcher",
     "Modality",
+    "Resolver",
     "VideoLimits",
     "VideoOptions",
     "ascii_host",
@@ -253,230 +239,10 @@ class AudioOptions(Options):
             raise InvalidOptions(f"stop_seconds ({stop}) must be > start_seconds ({start})")
 
 
-_OPTION_TYPES: dict[str, type[Options]] = {
+OPTION_TYPES: dict[str, type[Options]] = {
     "image": ImageOptions,
     "video": VideoOptions,
     "audio": AudioOptions,
 }
 
 Resolver = Callable[[str, int], "Sequence[ipaddress.IPv4Address | ipaddress.IPv6Address]"]
-
-
-class MediaFetcher:
-    """Fetches media from ``http(s):``, ``data:`` and allowed ``file:`` URLs under a policy.
-
-    The setters are the seed's (``fetcher.timeout_ms(15000)``); each returns the fetcher.
-
-    Args:
-        policy: the starting policy. Default: ``FetchPolicy()``.
-        resolver: maps ``(host, port)`` to addresses. Default: the system's DNS.
-    """
-
-    def __init__(self, policy: FetchPolicy | None = None, *, resolver: Resolver | None = None):
-        self.policy = policy or FetchPolicy()
-        self._resolver = resolver
-        self._client: HttpClient | None = None
-
-    def _set(self, **changes: Any) -> MediaFetcher:
-        self.policy = dataclasses.replace(self.policy, **changes)
-        if self._client is not None:  # its pooled connections were made under the old policy
-            self._client.session.close()
-            self._client = None
-        return self
-
-    def user_agent(self, value: str) -> MediaFetcher:
-        """Sets the ``User-Agent`` header."""
-        return self._set(user_agent=value)
-
-    def timeout_ms(self, value: int) -> MediaFetcher:
-        """Sets the deadline of a whole download, in milliseconds."""
-        return self._set(timeout_ms=value)
-
-    def allow_direct_ip(self, value: bool) -> MediaFetcher:
-        """Accepts (or refuses) URLs whose host is an IP address."""
-        return self._set(allow_direct_ip=value)
-
-    def allow_direct_port(self, value: bool) -> MediaFetcher:
-        """Accepts (or refuses) URLs with an explicit port."""
-        return self._set(allow_direct_port=value)
-
-    def allowed_media_domains(self, domains: Iterable[str] | None) -> MediaFetcher:
-        """Restricts fetching to these hosts (``*.example.com`` for subdomains); ``None``: any."""
-        return self._set(allowed_media_domains=None if domains is None else tuple(domains))
-
-    def allow_private_ips(self, value: bool) -> MediaFetcher:
-        """Allows hosts that resolve to loopback, private and other non-public addresses."""
-        return self._set(allow_private_ips=value)
-
-    def max_redirects(self, value: int) -> MediaFetcher:
-        """Sets how many redirect hops are followed (each one checked again)."""
-        return self._set(max_redirects=value)
-
-    def max_bytes(self, value: int) -> MediaFetcher:
-        """Caps the size of a body or ``data:`` payload, in bytes."""
-        return self._set(max_bytes=value)
-
-    def allowed_local_media_path(self, path: str | None) -> MediaFetcher:
-        """Allows ``file:`` URLs under this directory; ``None`` refuses them."""
-        return self._set(allowed_local_media_path=None if path is None else str(path))
-
-    def _http(self) -> HttpClient:
-        if self._client is None:
-            from dynamo_media.fetch import HttpClient
-
-            self._client = HttpClient(self.policy, resolver=self._resolver)
-        return self._client
-
-    def fetch(self, url: str) -> EncodedMedia:
-        """Fetches one URL under the policy.
-
-        Args:
-            url: an ``http(s):``, ``data:`` or ``file:`` URL.
-
-        Returns:
-            The bytes with their MIME type, source and content hash.
-
-        Raises:
-            PolicyError: the policy refuses the URL or a redirect.
-            FetchError: the download failed (status, timeout, size).
-            DecodeError: a ``data:`` URL whose base64 is invalid.
-        """
-        from dynamo_media.fetch import fetch_url
-
-        return fetch_url(url, self.policy, self._http)
-
-    async def afetch(self, url: str) -> EncodedMedia:
-        """``fetch`` without blocking the event loop; many run at once on a thread pool."""
-        from dynamo_media.fetch import fetch_executor
-
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(fetch_executor(), self.fetch, url)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The policy as JSON-ready data."""
-        return self.policy.to_dict()
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> MediaFetcher:
-        """A fetcher from ``to_dict``'s data; unknown keys raise ``InvalidOptions``."""
-        return cls(FetchPolicy.from_dict(data, where="fetcher"))
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, MediaFetcher) and other.policy == self.policy
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __repr__(self) -> str:
-        changed = changed_fields(self.policy, skip=())
-        return f"MediaFetcher({', '.join(f'{k}={v!r}' for k, v in changed.items())})"
-
-
-class MediaDecoder:
-    """Which modalities are enabled, with their default options and limits.
-
-    A modality that was not enabled is refused with ``ModalityDisabled``.
-    """
-
-    def __init__(self) -> None:
-        self._options: dict[str, Options] = {}
-
-    def _enable(self, modality: Modality, options: Mapping[str, Any] | Options | None) -> None:
-        cls = _OPTION_TYPES[modality]
-        if options is None:
-            options = cls()
-        elif not isinstance(options, cls):
-            options = cls.from_dict(options, where=modality)  # type: ignore[arg-type]
-        self._options[modality] = options
-
-    def enable_image(self, options: Mapping[str, Any] | ImageOptions | None = None) -> None:
-        """Enables images with these options (a mapping or ``ImageOptions``)."""
-        self._enable("image", options)
-
-    def enable_video(self, options: Mapping[str, Any] | VideoOptions | None = None) -> None:
-        """Enables video with these options (a mapping or ``VideoOptions``)."""
-        self._enable("video", options)
-
-    def enable_audio(self, options: Mapping[str, Any] | AudioOptions | None = None) -> None:
-        """Enables audio with these options (a mapping or ``AudioOptions``)."""
-        self._enable("audio", options)
-
-    @property
-    def enabled(self) -> tuple[str, ...]:
-        """The enabled modalities, in the order image, video, audio."""
-        return tuple(m for m in MODALITIES if m in self._options)
-
-    def options(self, modality: str, overrides: Mapping[str, Any] | None = None) -> Any:
-        """The options for one item: the defaults with a request's ``media_io_kwargs`` applied.
-
-        Args:
-            modality: ``"image"``, ``"video"`` or ``"audio"``.
-            overrides: ``media_io_kwargs[modality]`` of the request. Default: ``None``.
-
-        Returns:
-            ``ImageOptions``, ``VideoOptions`` or ``AudioOptions``.
-
-        Raises:
-            ModalityDisabled: the modality is not enabled.
-            InvalidOptions: the overrides are bad, or set ``limits``.
-        """
-        if modality not in self._options:
-            enabled = ", ".join(self.enabled) or "none"
-            raise ModalityDisabled(
-                f"{modality} input is not enabled on this server (enabled: {enabled})"
-            )
-        return self._options[modality].merge(overrides, where=f"media_io_kwargs.{modality}")
-
-    def pipeline(
-        self,
-        modality: Modality,
-        *,
-        fetcher: MediaFetcher | None = None,
-        device: str = "cpu",
-        nixl: RegistrationPool | bool = False,
-        overrides: Mapping[str, Any] | None = None,
-    ) -> Compose:
-        """The transforms that turn a URL into a decoded (and registered) item.
-
-        Args:
-            modality: ``"image"``, ``"video"`` or ``"audio"``.
-            fetcher: fetches the URL. Default: a ``MediaFetcher()`` with the default policy.
-            device: ``"cpu"`` or ``"cuda"``. Default: ``"cpu"``.
-            nixl: end with ``NixlRegister`` into this pool (``True``: the process-wide pool),
-                so that the pipeline returns ``RegisteredMedia``. Default: ``False``.
-            overrides: a request's ``media_io_kwargs[modality]``. Default: ``None``.
-
-        Returns:
-            ``FetchURL -> Check*Limits -> Decode* [-> ToCUDA] [-> NixlRegister]``.
-        """
-        from dynamo_media.transforms import build_pipeline
-
-        options = self.options(modality, overrides)
-        return build_pipeline(
-            modality, options, fetcher=fetcher or MediaFetcher(), device=device, nixl=nixl
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        """The enabled modalities and their options as JSON-ready data."""
-        return {m: self._options[m].to_dict() for m in self.enabled}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> MediaDecoder:
-        """A decoder from ``to_dict``'s data; unknown modalities raise ``InvalidOptions``."""
-        if not isinstance(data, Mapping):
-            raise InvalidOptions(f"decoder must be a mapping, got {type(data).__name__}")
-        decoder = cls()
-        for modality, options in data.items():
-            if modality not in _OPTION_TYPES:
-                raise InvalidOptions(
-                    f"Unknown modality {modality!r} in decoder. Allowed keys: audio, image, video"
-                )
-            decoder._enable(modality, options)  # type: ignore[arg-type]
-        return decoder
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, MediaDecoder) and other._options == self._options
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __repr__(self) -> str:
-        return f"MediaDecoder({', '.join(f'{m}={self._options[m]!r}' for m in self.enabled)})"

@@ -12,36 +12,26 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import copy
 import dataclasses
 import os
-import threading
 import time
 from collections.abc import Mapping
 from typing import Any
 
+from dynamo_media._decoder import MediaDecoder
 from dynamo_media._errors import InvalidOptions, MediaError
-from dynamo_media._media import DecodedMedia, EncodedMedia
-from dynamo_media.config import MediaDecoder, MediaFetcher
+from dynamo_media._media import DecodedMedia
+from dynamo_media._priority import lower_thread_priority
+from dynamo_media.fetch import MediaFetcher
 from dynamo_media.nixl import RegisteredMedia, RegistrationPool
-from dynamo_media.transforms import (
-    CheckAudioLimits,
-    CheckImageLimits,
-    CheckVideoLimits,
-    Compose,
-    DecodeTransform,
-    FetchURL,
-    NixlRegister,
-    Transform,
-)
+from dynamo_media.transforms import Compose, Transform
 
 __all__ = [
     "MediaItem",
     "MediaPreprocessor",
     "PreprocessResult",
     "find_media",
-    "lower_thread_priority",
 ]
 
 # OpenAI part type -> (modality, multi_modal_data key)
@@ -62,29 +52,6 @@ _AUDIO_FORMATS = {
     "webm": "audio/webm",
     "pcm16": "audio/wav",
 }
-
-
-# Note [decode priority]
-# Decoding is CPU-bound and runs beside the event loop. Worker threads lower their own priority
-# (Linux applies setpriority to a thread id, and the FFmpeg threads they start inherit it), so
-# that the event loop, health checks and text-only requests get a core first when all are busy.
-DECODE_NICENESS = 10
-
-
-def lower_thread_priority() -> None:
-    """Lowers the calling thread's CPU priority (Note [decode priority]); best effort."""
-    with contextlib.suppress(OSError, AttributeError):
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), DECODE_NICENESS)
-
-
-def _stage(step: Transform) -> str:
-    if isinstance(step, FetchURL):
-        return "fetch"
-    if isinstance(step, (CheckImageLimits, CheckVideoLimits, CheckAudioLimits)):
-        return "guard"
-    if isinstance(step, NixlRegister):
-        return "register"
-    return "decode" if isinstance(step, DecodeTransform) else "device"
 
 
 @dataclasses.dataclass(eq=False)
@@ -240,13 +207,12 @@ class MediaPreprocessor:
             overrides=media_io_kwargs.get(item.modality),
         )
 
-    def _run_rest(self, steps: Compose, item: MediaItem, encoded: EncodedMedia) -> None:
-        value: Any = encoded
+    def _run_rest(self, steps: list[Transform], item: MediaItem, value: Any) -> None:
         try:
             for step in steps:
                 start = time.perf_counter()
                 value = step(value)
-                item.timings[_stage(step)] = time.perf_counter() - start
+                item.timings[step.stage] = time.perf_counter() - start
         except BaseException:
             if isinstance(value, RegisteredMedia):
                 value.release()
@@ -255,15 +221,16 @@ class MediaPreprocessor:
 
     async def _process_item(self, item: MediaItem, media_io_kwargs: Mapping[str, Any]) -> None:
         try:
-            pipe = self._pipeline(item, media_io_kwargs)
-            fetch = pipe[0]
-            assert isinstance(fetch, FetchURL)
-            start = time.perf_counter()
-            encoded = await fetch.aforward(item.url)
-            item.timings["fetch"] = time.perf_counter() - start
-            item.fetched_bytes = len(encoded.data)
+            steps = list(self._pipeline(item, media_io_kwargs))
+            value: Any = item.url
+            while steps and steps[0].stage == "fetch":  # I/O here; the rest on decode threads
+                step = steps.pop(0)
+                start = time.perf_counter()
+                value = await step.aforward(value)
+                item.timings[step.stage] = time.perf_counter() - start
+            item.fetched_bytes = len(value.data)
             loop = asyncio.get_running_loop()
-            await loop.run_in_executor(self._pool, self._run_rest, pipe[1:], item, encoded)
+            await loop.run_in_executor(self._pool, self._run_rest, steps, item, value)
         except MediaError as exc:
             raise exc.for_item(item.param) from exc.__cause__
 

@@ -16,7 +16,7 @@ from dynamo_media import (
     decode_audio,
     probe_audio,
 )
-from dynamo_media.transforms import CheckAudioLimits, DecodeAudio
+from dynamo_media.transforms import CheckAudioLimits, Compose, DecodeAudio
 from tests.conftest import DEVICES
 from tests.media import ffmpeg
 from tests.media_server import MediaServer
@@ -240,6 +240,14 @@ class TestTransforms:
         with pytest.raises(LimitExceeded):
             CheckAudioLimits(AudioLimits(max_duration_seconds=1.0))(enc)
 
+    def test_check_and_decode_cannot_disagree(self) -> None:
+        # Checked at 8 kHz, decoded at 16 kHz: this returned 8 kHz audio before issue #14.
+        enc = EncodedMedia.from_bytes(tone(*FORMATS["flac"]), mime="audio/flac")
+        pipe = Compose([CheckAudioLimits(sample_rate=8000), DecodeAudio(sample_rate=16000)])
+        assert "CheckAudioLimits(sample_rate=8000" in repr(pipe)
+        with pytest.raises(InvalidOptions, match="sample_rate=8000 vs 16000"):
+            pipe(enc)
+
     def test_bad_options_at_construction(self) -> None:
         with pytest.raises(InvalidOptions, match=r"AudioOptions.sample_rate must be > 0"):
             DecodeAudio(sample_rate=0)
@@ -251,7 +259,8 @@ class TestTransforms:
         decoder.enable_audio({"sample_rate": 16000, "num_channels": 1})
         pipe = decoder.pipeline("audio", fetcher=fetcher)
         assert repr(pipe).endswith(
-            " -> CheckAudioLimits(max_duration_seconds=600.0, max_alloc='256.0 MiB')\n"
+            " -> CheckAudioLimits(sample_rate=16000, num_channels=1, max_duration_seconds=600.0, "
+            "max_alloc='256.0 MiB')\n"
             " -> DecodeAudio(sample_rate=16000, num_channels=1)\n)"
         )
         out = pipe(server.url(server.add("t.mp3", tone(*FORMATS["mp3"]), "audio/mpeg")))

@@ -169,6 +169,12 @@ class TestMediaIoKwargs:
         with pytest.raises(InvalidOptions, match=r"media_io_kwargs\.video\.limits cannot be set"):
             seed_decoder().options("video", {"limits": {"max_alloc": 1 << 40}})
 
+    @pytest.mark.parametrize("key", ["fps", "max_frames", "num_frames"])
+    def test_null_is_refused(self, key: str) -> None:
+        # Before issue #14, {"fps": null, "max_frames": null} sampled every frame with no cap.
+        with pytest.raises(InvalidOptions, match=rf"media_io_kwargs\.video\.{key} is null"):
+            seed_decoder().options("video", {key: None})
+
     def test_unknown_key_is_refused(self) -> None:
         with pytest.raises(InvalidOptions, match=r"Unknown option 'fsp' in media_io_kwargs\.video"):
             seed_decoder().options("video", {"fsp": 1})

@@ -1,6 +1,7 @@
 import pytest
 
 from dynamo_media import (
+    BackendUnavailable,
     DecodeError,
     FetchError,
     InvalidOptions,
@@ -24,6 +25,7 @@ from dynamo_media import (
         (DecodeError, 400),
         (Overloaded, 503),
         (ReadError, 502),
+        (BackendUnavailable, 502),
     ],
 )
 def test_status_and_tree(cls: type[MediaError], status: int) -> None:
@@ -53,6 +55,6 @@ def test_tree_is_drawn_in_docstring() -> None:
     import dynamo_media._errors as errors
 
     classes = [n for n in errors.__all__ if isinstance(getattr(errors, n), type)]
-    assert len(classes) == 9
+    assert len(classes) == 10
     for name in classes:
         assert name in errors.__doc__

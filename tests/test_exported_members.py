@@ -8,6 +8,7 @@ def test_root_exports() -> None:
     assert dynamo_media.__all__ == [
         "AudioLimits",
         "AudioOptions",
+        "BackendUnavailable",
         "DecodeError",
         "DecodedMedia",
         "EncodedMedia",

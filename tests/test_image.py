@@ -235,12 +235,15 @@ class TestLimits:
 class TestTransforms:
     def test_check_then_decode(self) -> None:
         enc = EncodedMedia.from_bytes(LOSSY["jpeg"](), mime="image/jpeg")
-        checked = CheckImageLimits(ImageLimits(max_image_width=320))(enc)
-        assert checked.probe.width == 320 and checked.data is enc.data
-        out = DecodeImage(layout="HWC")(checked)
+        limits = ImageLimits(max_image_width=320)
+        checked = CheckImageLimits(limits)(enc)
+        assert checked.probe.width == 320 and checked.media is enc
+        out = DecodeImage(layout="HWC", limits=limits)(checked)
         assert out.tensor.shape == (240, 320, 3)
         with pytest.raises(LimitExceeded):
             CheckImageLimits(ImageLimits(max_image_width=100))(enc)
+        with pytest.raises(InvalidOptions, match="limits=ImageLimits"):
+            DecodeImage()(checked)  # checked under other limits than these
 
     def test_options_fail_at_construction(self) -> None:
         with pytest.raises(InvalidOptions, match=r"Invalid ImageOptions.layout \('CWH'\)"):

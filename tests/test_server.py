@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletion
 
 from dynamo_media import decode_audio, decode_image, decode_video, tensor_sha256
 from tests.media import numbered_video
@@ -56,9 +57,10 @@ def media_server() -> Iterator[MediaServer]:
     srv.stop()
 
 
-def items_of(completion: object) -> list[dict]:
-    text = completion.choices[0].message.content  # type: ignore[attr-defined]
-    return json.loads(text.split(": ", 1)[1])
+def items_of(completion: ChatCompletion) -> list[dict]:
+    """The reference backend's structured account of what it read, without the timings."""
+    items = (completion.model_extra or {})["dynamo_media"]["items"]
+    return [{k: v for k, v in item.items() if k != "read_seconds"} for item in items]
 
 
 def url_of(server: MediaServer, name: str, data: bytes, mime: str) -> str:
@@ -298,13 +300,14 @@ class TestBadRequests:
 
         from dynamo_media import MediaDecoder
         from dynamo_media.nixl import RegistrationPool
-        from dynamo_media.server import create_app, parse_config
+        from dynamo_media.server import HttpBackend, create_app, parse_config
 
         config = parse_config({"decoder": {"image": {}}})
         assert MediaDecoder.from_dict({"image": {}}) == config.decoder
         pool = RegistrationPool(capacity_bytes=1 << 20)
         try:
-            with TestClient(create_app(config, "http://127.0.0.1:9", pool)) as test_client:
+            backend = HttpBackend("http://127.0.0.1:9", timeout_ms=1000)
+            with TestClient(create_app(config, backend, pool)) as test_client:
                 answer = test_client.post(
                     "/v1/chat/completions",
                     json={

@@ -15,7 +15,7 @@ from dynamo_media import (
     probe_video,
     sample_frame_indices,
 )
-from dynamo_media.transforms import CheckVideoLimits, DecodeVideo
+from dynamo_media.transforms import CheckVideoLimits, Compose, DecodeVideo
 from tests.conftest import DEVICES
 from tests.media import CACHE, ffmpeg, numbered_video, read_frame_number
 from tests.media_server import MediaServer
@@ -232,6 +232,14 @@ class TestTransforms:
         assert out.content_hash is not None
         with pytest.raises(LimitExceeded):
             CheckVideoLimits(VideoLimits(max_alloc=1000), num_frames=4)(enc)
+
+    def test_check_and_decode_cannot_disagree(self) -> None:
+        # This printed DecodeVideo(num_frames=16) and returned 4 frames before issue #14.
+        enc = EncodedMedia.from_bytes(clip(), mime="video/mp4")
+        pipe = Compose([CheckVideoLimits(num_frames=4), DecodeVideo(num_frames=16)])
+        assert "CheckVideoLimits(num_frames=4" in repr(pipe)
+        with pytest.raises(InvalidOptions, match="num_frames=4 vs 16"):
+            pipe(enc)
 
     def test_conflicting_options_fail_at_construction(self) -> None:
         with pytest.raises(InvalidOptions, match="mutually exclusive"):

@@ -18,11 +18,11 @@ from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from dynamo_media._errors import MediaError
+from dynamo_media._errors import InvalidOptions, MediaError
 from dynamo_media._media import tensor_sha256
+from dynamo_media._openai import SSE_DONE, error_body, sse_event
+from dynamo_media._priority import lower_thread_priority
 from dynamo_media.nixl import read
-from dynamo_media.preprocess import lower_thread_priority
-from dynamo_media.server import error_body
 
 __all__ = ["create_backend_app", "describe_items"]
 
@@ -49,7 +49,12 @@ def _read_one(key: str, descriptor: dict[str, Any]) -> dict[str, Any]:
 
 
 async def describe_items(multi_modal_data: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
-    """Reads every descriptor, in order, on a worker thread; describes each tensor."""
+    """Reads every descriptor, in order, on a worker thread; describes each tensor.
+
+    Raises:
+        ValueError: an unknown key, or a malformed descriptor.
+        ReadError: an item could not be read over NIXL.
+    """
     items = []
     for key, descriptors in multi_modal_data.items():
         if key not in _MODALITY:
@@ -85,9 +90,8 @@ def create_backend_app(model: str) -> FastAPI:
         try:
             items = await describe_items(body.get("multi_modal_data") or {})
         except (MediaError, ValueError) as exc:
-            status = exc.status if isinstance(exc, MediaError) else 400
-            body_ = error_body(status, str(exc), param=None, code=type(exc).__name__)
-            return JSONResponse(body_, status_code=status)
+            error = exc if isinstance(exc, MediaError) else InvalidOptions(str(exc))
+            return JSONResponse(error_body(error), status_code=error.status)
         request_id = body.get("request_id") or f"chatcmpl-{uuid.uuid4().hex}"
         text = _text(items)
         created = int(time.time())
@@ -131,11 +135,11 @@ async def _stream(request_id: str, model: str, created: int, text: str) -> Async
             "model": model,
             "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
         }
-        return f"data: {json.dumps(body)}\n\n".encode()
+        return sse_event(body)
 
     yield chunk({"role": "assistant", "content": ""})
     words = text.split(" ")
     for i in range(0, len(words), 8):
         yield chunk({"content": " ".join(words[i : i + 8]) + (" " if i + 8 < len(words) else "")})
     yield chunk({}, "stop")
-    yield b"data: [DONE]\n\n"
+    yield SSE_DONE

@@ -20,10 +20,10 @@ import torch
 from torchcodec.decoders import AudioDecoder
 
 from dynamo_media._errors import DecodeError, LimitExceeded, decode_failures, native_reason
-from dynamo_media._media import DecodedMedia, EncodedMedia, options_hash
+from dynamo_media._media import DecodedMedia, options_hash
 from dynamo_media._options import format_bytes
 from dynamo_media.config import AudioLimits
-from dynamo_media.decode._source import Source, attached_probe, read_source
+from dynamo_media.decode._source import Source, attached_probe, content_hash_of, read_source
 
 __all__ = ["AudioProbe", "decode_audio", "probe_audio"]
 
@@ -189,14 +189,14 @@ def decode_audio(
     if layout not in ("CN", "NC"):
         raise ValueError(f"Invalid layout ({layout!r}). Supported values are 'CN', 'NC'.")
     data = read_source(source)
-    probe = attached_probe(source, AudioProbe) or probe_audio(
-        data,
-        sample_rate=sample_rate,
-        num_channels=num_channels,
-        start_seconds=start_seconds,
-        stop_seconds=stop_seconds,
-        limits=limits,
-    )
+    output: dict[str, Any] = {
+        "sample_rate": sample_rate,
+        "num_channels": num_channels,
+        "start_seconds": start_seconds,
+        "stop_seconds": stop_seconds,
+        "limits": limits,
+    }
+    probe = attached_probe(source, AudioProbe, **output) or probe_audio(data, **output)
     samples = _decode_chunks(data, probe, limits)
     if layout == "NC":
         samples = samples.t()
@@ -210,7 +210,7 @@ def decode_audio(
         "layout": layout,
     }
     content_hash = None
-    if isinstance(source, EncodedMedia):
+    if (fetched := content_hash_of(source)) is not None:
         options = dataclasses.asdict(probe) | {"layout": layout}
-        content_hash = options_hash(source.content_hash, options)
+        content_hash = options_hash(fetched, options)
     return DecodedMedia(samples.to(device), "audio", metadata, content_hash)

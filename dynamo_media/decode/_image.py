@@ -27,11 +27,11 @@ import torch
 from torchcodec import decoders as tcd
 
 from dynamo_media._errors import DecodeError, LimitExceeded, decode_failures
-from dynamo_media._media import DecodedMedia, EncodedMedia, options_hash
+from dynamo_media._media import DecodedMedia, options_hash
 from dynamo_media._options import format_bytes
 from dynamo_media.config import ImageLimits
 from dynamo_media.decode._image_header import ImageInfo, probe_image
-from dynamo_media.decode._source import Source, attached_probe, read_source
+from dynamo_media.decode._source import Source, attached_probe, content_hash_of, read_source
 
 __all__ = ["check_image_limits", "decode_image"]
 
@@ -158,7 +158,7 @@ def decode_image(
     if layout not in ("CHW", "HWC"):
         raise ValueError(f"Invalid layout ({layout!r}). Supported values are 'CHW', 'HWC'.")
     data = read_source(source)
-    info = attached_probe(source, ImageInfo) or probe_image(data)
+    info = attached_probe(source, ImageInfo, mode=mode, limits=limits) or probe_image(data)
     check_image_limits(info, mode=mode, limits=limits)
     with decode_failures(f"corrupt or truncated {info.format} image"):
         if info.format in _NATIVE and not info.animated:
@@ -181,11 +181,7 @@ def decode_image(
         "original_mode": info.mode,
         "orientation": info.orientation,
     }
-    content_hash = (
-        options_hash(
-            source.content_hash, {"mode": mode, "layout": layout, "background": list(background)}
-        )
-        if isinstance(source, EncodedMedia)
-        else None
-    )
+    fetched = content_hash_of(source)
+    options = {"mode": mode, "layout": layout, "background": list(background)}
+    content_hash = options_hash(fetched, options) if fetched is not None else None
     return DecodedMedia(pixels, "image", metadata, content_hash)

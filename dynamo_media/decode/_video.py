@@ -41,10 +41,10 @@ from dynamo_media._errors import (
     decode_failures,
     native_reason,
 )
-from dynamo_media._media import DecodedMedia, EncodedMedia, options_hash
+from dynamo_media._media import DecodedMedia, options_hash
 from dynamo_media._options import format_bytes
 from dynamo_media.config import VideoLimits
-from dynamo_media.decode._source import Source, attached_probe, read_source
+from dynamo_media.decode._source import Source, attached_probe, content_hash_of, read_source
 from dynamo_media.sampling import sample_frame_indices
 
 __all__ = ["VideoProbe", "decode_video", "probe_video"]
@@ -283,16 +283,16 @@ def decode_video(
     if fps is not None and num_frames is not None:
         raise InvalidOptions("fps and num_frames are mutually exclusive; set only one of them")
     data = read_source(source)
-    probe = attached_probe(source, VideoProbe) or probe_video(
-        data,
-        num_frames=num_frames,
-        fps=fps,
-        max_frames=max_frames,
-        strict=strict,
-        max_pixels=max_pixels,
-        device=device,
-        limits=limits,
-    )
+    sample: dict[str, Any] = {
+        "num_frames": num_frames,
+        "fps": fps,
+        "max_frames": max_frames,
+        "strict": strict,
+        "max_pixels": max_pixels,
+        "device": device,
+        "limits": limits,
+    }
+    probe = attached_probe(source, VideoProbe, **sample) or probe_video(data, **sample)
     frames, indices, pts = _decode_frames(data, probe, strict)
     if layout == "THWC":
         frames = frames.permute(0, 2, 3, 1)
@@ -310,7 +310,7 @@ def decode_video(
         "layout": layout,
     }
     content_hash = None
-    if isinstance(source, EncodedMedia):
+    if (fetched := content_hash_of(source)) is not None:
         options = {"frames": probe.frames_indices, "size": [probe.out_width, probe.out_height]}
-        content_hash = options_hash(source.content_hash, options | {"layout": layout})
+        content_hash = options_hash(fetched, options | {"layout": layout})
     return DecodedMedia(frames, "video", metadata, content_hash)

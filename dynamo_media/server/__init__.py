@@ -1,6 +1,8 @@
-"""The OpenAI-compatible frontend server."""
+"""The OpenAI-compatible frontend server, and the ``Backend`` seam it sends requests through."""
 
-from dynamo_media.server._app import create_app, error_body
+from dynamo_media.server._app import create_app
+from dynamo_media.server._backend import Answer, Backend, Chunks
+from dynamo_media.server._http_backend import HttpBackend
 from dynamo_media.server._settings import (
     ServerConfig,
     ServerSettings,
@@ -10,11 +12,14 @@ from dynamo_media.server._settings import (
 )
 
 __all__ = [
+    "Answer",
+    "Backend",
+    "Chunks",
+    "HttpBackend",
     "ServerConfig",
     "ServerSettings",
     "create_app",
     "default_config",
-    "error_body",
     "load_config",
     "parse_config",
 ]

@@ -15,9 +15,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from dynamo_media._decoder import MediaDecoder
 from dynamo_media._errors import InvalidOptions
 from dynamo_media._options import Options
-from dynamo_media.config import MediaDecoder, MediaFetcher
+from dynamo_media.fetch import MediaFetcher
 
 __all__ = ["ServerConfig", "ServerSettings", "default_config", "load_config", "parse_config"]
 

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Literal
 
-from dynamo_media._media import EncodedMedia
-from dynamo_media._options import format_bytes
+from dynamo_media._media import EncodedMedia, ProbedMedia
+from dynamo_media._options import changed_fields, format_bytes
 from dynamo_media.config import AudioLimits, AudioOptions
 from dynamo_media.decode import decode_audio, probe_audio
 from dynamo_media.transforms._transform import DecodeTransform, Transform
@@ -24,6 +23,8 @@ class CheckAudioLimits(Transform):
         limits: the limits. Default: ``AudioLimits()``.
         sample_rate, num_channels, start_seconds, stop_seconds: the output, as ``decode_audio``.
     """
+
+    stage = "guard"
 
     def __init__(
         self,
@@ -47,14 +48,14 @@ class CheckAudioLimits(Transform):
         """The transform for configured options."""
         return cls(options.limits, **{k: getattr(options, k) for k in _OUTPUT})
 
-    def forward(self, inpt: EncodedMedia) -> EncodedMedia:
+    def forward(self, inpt: EncodedMedia) -> ProbedMedia:
         o = self.options
-        probe = probe_audio(inpt.data, **{k: getattr(o, k) for k in _OUTPUT}, limits=o.limits)
-        return dataclasses.replace(inpt, probe=probe)
+        output = {k: getattr(o, k) for k in _OUTPUT} | {"limits": o.limits}
+        return ProbedMedia(inpt, probe_audio(inpt.data, **output), output)
 
     def repr_options(self) -> dict[str, Any]:
         limits = self.options.limits
-        return {
+        return changed_fields(self.options) | {
             "max_duration_seconds": limits.max_duration_seconds,
             "max_alloc": format_bytes(limits.max_alloc),
         }

@@ -25,6 +25,8 @@ class Compose(Transform):
         )
     """
 
+    stage = "pipeline"
+
     def __init__(self, transforms: Sequence[Transform]) -> None:
         if not isinstance(transforms, Sequence):
             raise TypeError(f"transforms must be a sequence, got {type(transforms).__name__}")

@@ -37,6 +37,8 @@ class ToDevice(Transform):
         device: the target. Default: ``"cuda"``.
     """
 
+    stage = "device"
+
     def __init__(self, device: str | torch.device = "cuda") -> None:
         self.device = torch.device(device)
 

@@ -6,7 +6,8 @@ from typing import Any
 
 from dynamo_media._media import EncodedMedia
 from dynamo_media._options import format_bytes
-from dynamo_media.config import FetchPolicy, MediaFetcher
+from dynamo_media.config import FetchPolicy
+from dynamo_media.fetch import MediaFetcher
 from dynamo_media.transforms._transform import Transform
 
 __all__ = ["FetchURL"]
@@ -22,6 +23,8 @@ class FetchURL(Transform):
     Args:
         fetcher: the fetcher and its policy. Default: ``MediaFetcher()``.
     """
+
+    stage = "fetch"
 
     def __init__(self, fetcher: MediaFetcher | None = None) -> None:
         self.fetcher = fetcher or MediaFetcher()

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Literal
 
-from dynamo_media._media import EncodedMedia
-from dynamo_media._options import format_bytes
+from dynamo_media._media import EncodedMedia, ProbedMedia
+from dynamo_media._options import changed_fields, format_bytes
 from dynamo_media.config import ImageLimits, ImageOptions
 from dynamo_media.decode import check_image_limits, decode_image, probe_image
 from dynamo_media.transforms._transform import DecodeTransform, Transform
@@ -19,23 +18,26 @@ _WHITE = (255, 255, 255)
 class CheckImageLimits(Transform):
     """Reads the image header and refuses it before decoding when it is over the limits.
 
-    Functional twin: ``probe_image`` + ``check_image_limits``. The header it read travels on as
-    ``EncodedMedia.probe``, so ``DecodeImage`` does not read it again.
+    Functional twin: ``probe_image`` + ``check_image_limits``. The header it read travels on in
+    ``ProbedMedia``, so ``DecodeImage`` does not read it again (if its options agree).
 
     Args:
         limits: the limits. Default: ``ImageLimits()``.
         mode: the output mode the bytes are counted for. Default: ``"RGB"``.
     """
 
+    stage = "guard"
+
     def __init__(
         self, limits: ImageLimits | None = None, *, mode: Literal["RGB", "RGBA"] = "RGB"
     ) -> None:
         self.options = ImageOptions(mode=mode, limits=limits or ImageLimits())
 
-    def forward(self, inpt: EncodedMedia) -> EncodedMedia:
+    def forward(self, inpt: EncodedMedia) -> ProbedMedia:
+        o = self.options
         info = probe_image(inpt.data)
-        check_image_limits(info, mode=self.options.mode, limits=self.options.limits)
-        return dataclasses.replace(inpt, probe=info)
+        check_image_limits(info, mode=o.mode, limits=o.limits)
+        return ProbedMedia(inpt, info, {"mode": o.mode, "limits": o.limits})
 
     def repr_options(self) -> dict[str, Any]:
         limits = self.options.limits
@@ -43,7 +45,7 @@ class CheckImageLimits(Transform):
             "max_image_width": limits.max_image_width,
             "max_image_height": limits.max_image_height,
             "max_alloc": format_bytes(limits.max_alloc),
-        }
+        } | changed_fields(self.options)
 
 
 class DecodeImage(DecodeTransform):

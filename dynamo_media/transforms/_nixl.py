@@ -21,6 +21,8 @@ class NixlRegister(Transform):
         wait_ms: how long to wait for room before ``Overloaded``. Default: the pool's.
     """
 
+    stage = "register"
+
     def __init__(self, pool: RegistrationPool | None = None, *, wait_ms: int | None = None):
         self.pool = pool
         self.wait_ms = wait_ms

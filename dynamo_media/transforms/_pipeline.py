@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from dynamo_media.config import AudioOptions, ImageOptions, MediaFetcher, VideoOptions
+from dynamo_media.config import AudioOptions, ImageOptions, VideoOptions
+from dynamo_media.fetch import MediaFetcher
 from dynamo_media.transforms._audio import CheckAudioLimits, DecodeAudio
 from dynamo_media.transforms._container import Compose
 from dynamo_media.transforms._device import ToDevice

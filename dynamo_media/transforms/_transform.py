@@ -12,14 +12,22 @@ import abc
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from dynamo_media._media import DecodedMedia, EncodedMedia
+from dynamo_media._media import DecodedMedia, EncodedMedia, ProbedMedia
 from dynamo_media._options import Options, changed_fields
 
 __all__ = ["DecodeTransform", "Transform"]
 
 
 class Transform(abc.ABC):
-    """A step of a media pipeline: a callable with stored options and a readable repr."""
+    """A step of a media pipeline: a callable with stored options and a readable repr.
+
+    Attributes:
+        stage: what the step does, for timings and for callers that run steps apart:
+            ``"fetch"`` (I/O: ``aforward`` waits without blocking), ``"guard"``, ``"decode"``,
+            ``"device"``, ``"register"``, or ``"pipeline"`` for ``Compose``.
+    """
+
+    stage: ClassVar[str]
 
     def __call__(self, inpt: Any) -> Any:
         return self.forward(inpt)
@@ -27,6 +35,10 @@ class Transform(abc.ABC):
     @abc.abstractmethod
     def forward(self, inpt: Any) -> Any:
         """Applies the transform to one sample."""
+
+    async def aforward(self, inpt: Any) -> Any:
+        """``forward`` for an event loop; I/O steps override it so as not to block."""
+        return self.forward(inpt)
 
     def repr_options(self) -> dict[str, Any]:
         """The options shown in the repr; those at their default are left out by subclasses."""
@@ -44,6 +56,7 @@ class DecodeTransform(Transform):
     ``self.device``; ``decode`` names its functional twin, which ``forward`` calls with them.
     """
 
+    stage = "decode"
     options: Options
     device: str
     decode: ClassVar[Callable[..., DecodedMedia]]
@@ -53,7 +66,7 @@ class DecodeTransform(Transform):
         """The transform for configured options."""
         return cls(**options.to_kwargs(), device=device)  # type: ignore[call-arg]
 
-    def forward(self, inpt: EncodedMedia) -> DecodedMedia:
+    def forward(self, inpt: EncodedMedia | ProbedMedia) -> DecodedMedia:
         return type(self).decode(inpt, **self.options.to_kwargs(), device=self.device)
 
     def repr_options(self) -> dict[str, Any]:

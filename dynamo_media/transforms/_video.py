@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Literal
 
-from dynamo_media._media import EncodedMedia
+from dynamo_media._media import EncodedMedia, ProbedMedia
 from dynamo_media._options import changed_fields, format_bytes
 from dynamo_media.config import VideoLimits, VideoOptions
 from dynamo_media.decode import decode_video, probe_video
@@ -20,14 +19,17 @@ class CheckVideoLimits(Transform):
     """Probes the video (header and packet scan), picks the frames, and refuses it before any
     frame is decoded when it is over the limits.
 
-    Functional twin: ``probe_video``. The probe travels on as ``EncodedMedia.probe``, so
-    ``DecodeVideo`` decodes exactly the frames chosen here.
+    Functional twin: ``probe_video``. The probe travels on in ``ProbedMedia``, so ``DecodeVideo``
+    decodes exactly the frames chosen here; a ``DecodeVideo`` with other sampling options refuses
+    it (``InvalidOptions``).
 
     Args:
         limits: the limits. Default: ``VideoLimits()``.
         num_frames, fps, max_frames, strict, max_pixels: the sample, as ``decode_video``.
         device: where the opened decoder decodes (NVDEC for ``"cuda"``). Default: ``"cpu"``.
     """
+
+    stage = "guard"
 
     def __init__(
         self,
@@ -56,16 +58,16 @@ class CheckVideoLimits(Transform):
         sampling = {k: getattr(options, k) for k in _SAMPLING}
         return cls(options.limits, **sampling, device=device)
 
-    def forward(self, inpt: EncodedMedia) -> EncodedMedia:
+    def forward(self, inpt: EncodedMedia) -> ProbedMedia:
         o = self.options
-        sampling = {k: getattr(o, k) for k in _SAMPLING}
-        probe = probe_video(inpt.data, **sampling, device=self.device, limits=o.limits)
-        return dataclasses.replace(inpt, probe=probe)
+        sample = {k: getattr(o, k) for k in _SAMPLING} | {"device": self.device, "limits": o.limits}
+        return ProbedMedia(inpt, probe_video(inpt.data, **sample), sample)
 
     def repr_options(self) -> dict[str, Any]:
         limits = self.options.limits
-        shown: dict[str, Any] = {"max_alloc": format_bytes(limits.max_alloc)}
-        return shown | changed_fields(limits, skip=("max_alloc",))
+        shown = changed_fields(self.options) | {"max_alloc": format_bytes(limits.max_alloc)}
+        device = {"device": self.device} if self.device != "cpu" else {}
+        return shown | changed_fields(limits, skip=("max_alloc",)) | device
 
 
 class DecodeVideo(DecodeTransform):

@@ -1,0 +1,31 @@
+"""OpenAI's wire shapes that the frontend and the backends share: the error body, and the
+server-sent events of a streamed answer (``data: {chunk}`` events, then ``data: [DONE]``)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from dynamo_media._errors import MediaError
+
+__all__ = ["SSE_DONE", "error_body", "sse_event"]
+
+_ERROR_TYPES = {400: "invalid_request_error", 422: "invalid_media_error", 503: "overloaded_error"}
+
+SSE_DONE = b"data: [DONE]\n\n"
+"""The event that ends a streamed answer."""
+
+
+def error_body(exc: MediaError) -> dict[str, Any]:
+    """OpenAI's error shape for ``exc``: ``{"error": {"message", "type", "param", "code"}}``,
+    where ``code`` is the error's class name."""
+    status = exc.status
+    kind = _ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+    error = {"message": str(exc), "type": kind, "param": exc.param, "code": type(exc).__name__}
+    return {"error": error}
+
+
+def sse_event(chunk: Mapping[str, Any]) -> bytes:
+    """One server-sent event carrying ``chunk`` (a ``chat.completion.chunk``, or an error body)."""
+    return f"data: {json.dumps(chunk)}\n\n".encode()

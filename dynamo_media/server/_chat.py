@@ -1,0 +1,199 @@
+"""``POST /v1/chat/completions``: preprocess the media, send the request through the ``Backend``
+seam, answer; and the policy around that hop: slots, releases, metrics, errors.
+
+A request with media goes through the ``MediaPreprocessor`` (fetch, guard, decode, register in
+the NIXL pool), then to the backend as ``{"request_id", "model", "messages", ...,
+"multi_modal_data": {"image_url": [descriptor, ...], ...}}``; its registrations are released
+when the backend's answer is complete (or earlier, when the backend's read notification comes).
+A text-only request goes straight to the backend. Errors answer in OpenAI's shape; one that
+comes while an answer streams ends the stream with an error event.
+
+Backpressure: at most ``max_concurrent_requests`` media requests are processed at once; the next
+waits up to ``queue_timeout_ms`` for a slot, and so does an item for room in the pool; past
+that, 503 with ``Retry-After``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from dynamo_media._errors import InvalidOptions, MediaError, Overloaded
+from dynamo_media._openai import SSE_DONE, error_body, sse_event
+from dynamo_media.preprocess import MediaPreprocessor, PreprocessResult
+from dynamo_media.server._backend import Answer, Backend, Chunks
+from dynamo_media.server._metrics import Metrics
+from dynamo_media.server._settings import ServerSettings
+
+__all__ = ["ChatCompletions", "error_response"]
+
+log = logging.getLogger("dynamo_media.server")
+
+_RETRY_AFTER_S = "1"
+
+
+def error_response(exc: MediaError) -> JSONResponse:
+    """The answer for ``exc``: its status, OpenAI's error body, and ``Retry-After`` on 503."""
+    headers = {"Retry-After": _RETRY_AFTER_S} if exc.status == 503 else None
+    return JSONResponse(error_body(exc), status_code=exc.status, headers=headers)
+
+
+class _Slots:
+    """At most ``n`` media requests at once; a waiter gives up after ``timeout_s``."""
+
+    def __init__(self, n: int, timeout_s: float) -> None:
+        self._sem = asyncio.Semaphore(n)
+        self._timeout = timeout_s
+
+    @contextlib.asynccontextmanager
+    async def hold(self) -> AsyncIterator[None]:
+        try:
+            await asyncio.wait_for(self._sem.acquire(), self._timeout)
+        except TimeoutError:
+            raise Overloaded("the server is at capacity (all media slots busy); retry") from None
+        try:
+            yield
+        finally:
+            self._sem.release()
+
+
+class ChatCompletions:
+    """The chat endpoint.
+
+    Args:
+        preprocessor: turns a request's media into registered items.
+        backend: where the preprocessed request goes.
+        metrics: the frontend's metrics.
+        settings: ``max_concurrent_requests`` and ``queue_timeout_ms`` apply here.
+    """
+
+    def __init__(
+        self,
+        preprocessor: MediaPreprocessor,
+        backend: Backend,
+        metrics: Metrics,
+        settings: ServerSettings,
+    ) -> None:
+        self._preprocessor = preprocessor
+        self._backend = backend
+        self._metrics = metrics
+        self._slots = _Slots(settings.max_concurrent_requests, settings.queue_timeout_ms / 1000)
+
+    async def __call__(self, request: Request) -> Response:
+        """Answers one request: the backend's answer or stream, or an error in OpenAI's shape."""
+        start = time.perf_counter()
+        result: PreprocessResult | None = None
+        modality = "none"
+        try:
+            body = await _json_body(request)
+            prepared = self._preprocessor.prepare(body)
+            kinds = list(dict.fromkeys(item.modality for item in prepared.items))
+            modality = kinds[0] if len(kinds) == 1 else ("mixed" if kinds else "none")
+            if kinds:
+                result = prepared
+                async with self._slots.hold():
+                    await self._preprocessor.run(result)
+                self._record(result)
+            answer = await self._backend.chat(_payload(body, result))
+        except MediaError as exc:
+            if result is not None:
+                result.release()
+            self._failed(exc, modality)
+            return error_response(exc)
+        seconds = time.perf_counter() - start
+        self._metrics.request_seconds.labels("media" if result else "text").observe(seconds)
+        log.info(json.dumps(_log_line(result, seconds, modality)))
+        return self._respond(answer, result, modality)
+
+    def _respond(
+        self, answer: Answer | Chunks, result: PreprocessResult | None, modality: str
+    ) -> Response:
+        if not isinstance(answer, Answer):
+            relay = self._relay(answer, result, modality)
+            return StreamingResponse(relay, media_type="text/event-stream")
+        if result is not None:
+            result.release()
+        for item in answer.body.get("dynamo_media", {}).get("items", []):
+            transfer = self._metrics.stage_seconds.labels("transfer", item["modality"])
+            transfer.observe(item["read_seconds"])
+        return JSONResponse(answer.body, status_code=answer.status)
+
+    async def _relay(
+        self, chunks: Chunks, result: PreprocessResult | None, modality: str
+    ) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in chunks:
+                yield sse_event(chunk)
+            yield SSE_DONE
+        except MediaError as exc:
+            self._failed(exc, modality)
+            yield sse_event(error_body(exc))  # the status is sent: the error goes in the stream
+        finally:
+            await chunks.aclose()
+            if result is not None:
+                result.release()
+
+    def _failed(self, exc: MediaError, modality: str) -> None:
+        self._metrics.errors.labels(type(exc).__name__, modality).inc()
+        log.info(json.dumps({"event": "error", "status": exc.status, "error": str(exc)}))
+
+    def _record(self, result: PreprocessResult) -> None:
+        metrics = self._metrics
+        for item in result.items:
+            for stage, seconds in item.timings.items():
+                metrics.stage_seconds.labels(stage, item.modality).observe(seconds)
+            metrics.fetched_bytes.labels(item.modality).inc(item.fetched_bytes)
+            metrics.items.labels(item.modality).inc()
+            media = item.media
+            if item.modality == "video":
+                metrics.frames.inc(len(media.metadata["frames_indices"]))
+            elif item.modality == "audio":
+                metrics.samples.inc(media.tensor.numel() // max(1, media.metadata["num_channels"]))
+
+
+async def _json_body(request: Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except ValueError as exc:
+        raise InvalidOptions(f"the request body is not JSON: {exc}") from None
+    if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
+        raise InvalidOptions("the request must be a JSON object with a 'messages' list")
+    return body
+
+
+def _payload(body: dict[str, Any], result: PreprocessResult | None) -> dict[str, Any]:
+    """What the backend receives: the request without ``media_io_kwargs``, with a request id,
+    placeholders for inline media, and the items' descriptors."""
+    payload = {k: v for k, v in body.items() if k != "media_io_kwargs"}
+    payload["request_id"] = body.get("request_id") or f"chatcmpl-{uuid.uuid4().hex}"
+    if result is not None:
+        payload["messages"] = result.messages
+        payload["multi_modal_data"] = result.multi_modal_data
+    return payload
+
+
+def _log_line(result: PreprocessResult | None, seconds: float, modality: str) -> dict[str, Any]:
+    items = [
+        {
+            "param": i.param,
+            "modality": i.modality,
+            "bytes": i.fetched_bytes,
+            "timings_ms": {k: round(v * 1000, 2) for k, v in i.timings.items()},
+        }
+        for i in (result.items if result else [])
+    ]
+    return {
+        "event": "request",
+        "modality": modality,
+        "ms": round(seconds * 1000, 2),
+        "items": items,
+    }
