@@ -122,3 +122,52 @@ class TestAudioRange:
         assert out.tensor.dtype == torch.float32
         assert out.tensor.abs().max().item() == 1.0
         assert torch.isfinite(out.tensor).all()
+
+
+def raw_stream(codec: str, fmt: str, ext: str, channels: int) -> bytes:
+    """One second of a 440 Hz tone at 22.05 kHz as a raw bitstream (no tags, no index)."""
+    return ffmpeg(
+        f"{channels}ch.{ext}",
+        *("-f", "lavfi", "-i", "sine=frequency=440:sample_rate=22050:duration=1"),
+        *("-ac", str(channels), "-c:a", codec, "-f", fmt),
+        *(("-write_xing", "0", "-id3v2_version", "0") if fmt == "mp3" else ()),
+    ).read_bytes()
+
+
+def layout_switch(codec: str, fmt: str, ext: str) -> bytes:
+    """A stereo stream followed by a mono one, joined at a frame boundary."""
+    return raw_stream(codec, fmt, ext, 2) + raw_stream(codec, fmt, ext, 1)
+
+
+SWITCHES = {
+    "mp3": ("libmp3lame", "mp3", "mp3"),
+    "mp2": ("mp2", "mp2", "mp2"),
+    "adts": ("aac", "adts", "aac"),
+}
+
+
+class TestAudioLayoutSwitch:
+    """torchcodec's resampler crashed the process (SIGSEGV) on these (Note [resampler crash])."""
+
+    @pytest.mark.parametrize("name", sorted(SWITCHES))
+    def test_refused_and_the_process_lives(self, name: str) -> None:
+        result = peak_delta(
+            f"""
+            from dynamo_media import decode_audio
+            from tests.test_hostile_media import SWITCHES, layout_switch
+            data = layout_switch(*SWITCHES[{name!r}])
+            """,
+            "decode_audio(data, sample_rate=16000, num_channels=1)",
+        )
+        assert result["error"].startswith("DecodeError: the "), result
+        assert "switches from 2 channel(s) at 22050 Hz to 1 at 22050 Hz" in result["error"]
+
+    @pytest.mark.parametrize("name", sorted(SWITCHES))
+    def test_one_layout_still_decodes(self, name: str) -> None:
+        out = decode_audio(raw_stream(*SWITCHES[name], 2), sample_rate=16000, num_channels=1)
+        assert out.tensor.shape[0] == 1 and abs(out.tensor.shape[1] - 16000) < 2048
+
+    def test_codec_that_can_switch_is_not_accepted(self) -> None:
+        ac3 = ffmpeg("a.ac3", "-f", "lavfi", "-i", "sine=duration=1", "-c:a", "ac3")
+        with pytest.raises(DecodeError, match="audio codec ac3 is not accepted"):
+            decode_audio(ac3.read_bytes(), sample_rate=16000)

@@ -23,6 +23,7 @@ from dynamo_media._errors import DecodeError, LimitExceeded, decode_failures, na
 from dynamo_media._media import DecodedMedia, options_hash
 from dynamo_media._options import format_bytes
 from dynamo_media.config import AudioLimits
+from dynamo_media.decode._audio_frames import check_frame_layout
 from dynamo_media.decode._source import Source, attached_probe, content_hash_of, read_source
 
 __all__ = ["AudioProbe", "decode_audio", "probe_audio"]
@@ -95,13 +96,15 @@ def probe_audio(
 
     Raises:
         LimitExceeded: the header's duration or output bytes are over the limits.
-        DecodeError: no audio stream.
+        DecodeError: no audio stream, or one FFmpeg cannot resample safely (Note [resampler
+            crash] in ``_audio_frames.py``).
     """
     data = read_source(source)
     meta = _open(data, sample_rate, num_channels).metadata
     rate, channels = meta.sample_rate or 0, meta.num_channels or 0
     if rate <= 0 or channels <= 0:
         raise DecodeError(f"audio stream has no sample rate or channels ({rate} Hz, {channels})")
+    check_frame_layout(data, meta.codec or "unknown")  # Note [resampler crash]
     probe = AudioProbe(
         codec=meta.codec or "unknown",
         source_sample_rate=rate,
