@@ -123,7 +123,8 @@ class MediaDecoder:
         for modality, options in data.items():
             if modality not in OPTION_TYPES:
                 raise InvalidOptions(
-                    f"Unknown modality {modality!r} in decoder. Allowed keys: audio, image, video"
+                    f"Unknown modality {modality!r} in decoder. "
+                    f"Allowed keys: {', '.join(sorted(MODALITIES))}"
                 )
             decoder._enable(modality, options)  # type: ignore[arg-type]
         return decoder

@@ -7,9 +7,15 @@ with::
     ├── InvalidOptions        400     bad configuration or media_io_kwargs (also a ValueError)
     ├── ModalityDisabled      400     image/video/audio not enabled on the MediaDecoder
     ├── PolicyError           400     the fetch policy refuses the URL (scheme, host, address, port)
-    ├── FetchError            422     the download failed: HTTP status, timeout, refused, too large
+    ├── FetchError            422     the download failed: refused connection, unknown host,
+    │   │                             broken body, unreadable local file
+    │   ├── FetchTimeout      422     past timeout_ms (waiting for a fetch thread included)
+    │   ├── UpstreamStatus    422     the origin answered other than 200; .upstream_status
+    │   ├── TooLarge          422     the body (or data: payload, local file) is over max_bytes
+    │   └── TooManyRedirects  422     more redirect hops than max_redirects
     ├── LimitExceeded         400     the decoded media would pass a configured limit
     ├── DecodeError           400     the bytes are not media we can decode
+    │   └── NoMediaStream     400     the container has no video (or audio) stream
     ├── Overloaded            503     the server is at capacity; retry later
     ├── ReadError             502     a backend could not read an item over NIXL (transfer
     │                                 failed, or the frontend had released it)
@@ -19,6 +25,10 @@ with::
 One rule for the last two: what fails past the frontend is 502 (Bad Gateway); 503 is only the
 frontend's own capacity, and only it carries ``Retry-After``. A backend's own
 error answer (a ``ReadError`` body, say) is relayed with its status, not wrapped.
+
+Callers branch on the classes, never on the message text: a ``FetchError`` subclass says what
+went wrong with a download (and each answers 422 as its parent does), ``NoMediaStream`` that a
+container holds no stream of the kind asked for (an audio-only mp4 given to ``decode_video``).
 
 Errors of the native libraries (Pillow, FFmpeg via torchcodec, requests/urllib3, NIXL) never escape
 raw: each is caught at its narrowest type and re-raised as one of these ``from`` the original.
@@ -43,13 +53,18 @@ __all__ = [
     "BackendUnavailable",
     "DecodeError",
     "FetchError",
+    "FetchTimeout",
     "InvalidOptions",
     "LimitExceeded",
     "MediaError",
     "ModalityDisabled",
+    "NoMediaStream",
     "Overloaded",
     "PolicyError",
     "ReadError",
+    "TooLarge",
+    "TooManyRedirects",
+    "UpstreamStatus",
     "decode_failures",
     "native_reason",
 ]
@@ -59,8 +74,10 @@ _NATIVE_PREFIX = re.compile(r"^(?:[\w:]+, )?/\S+\.(?:cpp|h|cc):\d+, ")
 
 
 def native_reason(exc: BaseException) -> str:
-    """A native library's error message without its source location, for our messages."""
-    return _NATIVE_PREFIX.sub("", str(exc)).strip() or type(exc).__name__
+    """A native library's error message without its source location and without the lines
+    after its first (torchcodec appends bug-report instructions), for our messages."""
+    lines = _NATIVE_PREFIX.sub("", str(exc)).strip().splitlines()
+    return lines[0].strip() if lines else type(exc).__name__
 
 
 class MediaError(Exception):
@@ -86,9 +103,14 @@ class MediaError(Exception):
             param: the item's place in the request.
 
         Returns:
-            An error of the same type, chained to this one.
+            An error of the same type and attributes (``upstream_status``, say), chained to
+            this one.
         """
-        err = type(self)(f"{param}: {self.message}", param=param)
+        message = f"{param}: {self.message}"
+        # Not type(self)(message): a subclass's constructor may take more than the message.
+        err = type(self).__new__(type(self), message)
+        err.__dict__.update(vars(self))
+        err.message, err.param = message, param
         err.__cause__ = self.__cause__ or self
         return err
 
@@ -112,9 +134,43 @@ class PolicyError(MediaError):
 
 
 class FetchError(MediaError):
-    """The download failed: HTTP error status, timeout, refused connection or oversize body."""
+    """The download failed. Raised as is for a refused connection, a host without an address, a
+    connection that broke mid-body or a local file that cannot be read; the causes a caller may
+    act on have their own subclasses."""
 
     status = 422
+
+
+class FetchTimeout(FetchError):
+    """The fetch passed its ``timeout_ms``: the whole download, redirects included, counted from
+    the ``fetch`` (or ``afetch``) call, so time spent waiting for a fetch thread counts too."""
+
+
+class UpstreamStatus(FetchError):
+    """The origin answered a status other than 200: an error (404, 500), or one we cannot use
+    (204, 206, a redirect without a ``Location``).
+
+    Args:
+        message: what happened, naming the URL.
+        upstream_status: the HTTP status the origin answered.
+        param: see ``MediaError``.
+
+    Attributes:
+        upstream_status: the HTTP status the origin answered, e.g. 404.
+    """
+
+    def __init__(self, message: str, *, upstream_status: int, param: str | None = None) -> None:
+        super().__init__(message, param=param)
+        self.upstream_status = upstream_status
+
+
+class TooLarge(FetchError):
+    """The body, the ``data:`` URL's payload or the local file is over ``max_bytes``; raised
+    before the rest of it is read."""
+
+
+class TooManyRedirects(FetchError):
+    """Following the redirects would take more hops than ``max_redirects``."""
 
 
 class LimitExceeded(MediaError):
@@ -127,6 +183,11 @@ class DecodeError(MediaError):
     """The data could not be decoded as the media it claims to be."""
 
     status = 400
+
+
+class NoMediaStream(DecodeError):
+    """The container holds no stream of the kind asked for: no video stream for
+    ``decode_video``, no audio stream for ``decode_audio``."""
 
 
 class Overloaded(MediaError):

@@ -5,9 +5,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from typing import Any, Literal
+from typing import Any
 
 import torch
+
+from dynamo_media.config import Modality
 
 __all__ = [
     "DecodedMedia",
@@ -17,8 +19,6 @@ __all__ = [
     "options_hash",
     "tensor_sha256",
 ]
-
-Modality = Literal["image", "video", "audio"]
 
 _SHOWN_METADATA = 6
 _SHOWN_ITEMS = 4

@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from dynamo_media._errors import DecodeError, MediaError
+from dynamo_media._errors import MediaError, NoMediaStream
 from dynamo_media._sniff import sniff_format
 from dynamo_media.fetch import MediaFetcher
 
@@ -120,9 +120,7 @@ def _decode(args: argparse.Namespace) -> int:
                 media = decode_video(
                     encoded, fps=args.fps, num_frames=args.num_frames, max_frames=args.max_frames
                 )
-            except DecodeError as exc:
-                if "no video stream" not in str(exc):
-                    raise
+            except NoMediaStream:  # an audio-only mp4 or mkv
                 media = decode_audio(encoded, sample_rate=args.sample_rate)
         else:
             media = decode_image(encoded)

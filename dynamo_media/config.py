@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal, get_args
 
 from dynamo_media._errors import InvalidOptions
 from dynamo_media._options import Options
@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
+    "MODALITIES",
     "AudioLimits",
     "AudioOptions",
     "FetchPolicy",
@@ -31,8 +32,9 @@ __all__ = [
     "ascii_host",
 ]
 
+# The one place the modality names are spelled: import these, never repeat the list.
 Modality = Literal["image", "video", "audio"]
-MODALITIES: tuple[Modality, ...] = ("image", "video", "audio")
+MODALITIES: tuple[Modality, ...] = get_args(Modality)
 
 MiB = 1 << 20
 DEFAULT_MAX_BYTES = 256 * MiB

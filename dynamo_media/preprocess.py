@@ -23,6 +23,7 @@ from dynamo_media._decoder import MediaDecoder
 from dynamo_media._errors import InvalidOptions, MediaError
 from dynamo_media._media import DecodedMedia
 from dynamo_media._priority import lower_thread_priority
+from dynamo_media.config import MODALITIES
 from dynamo_media.fetch import MediaFetcher
 from dynamo_media.nixl import RegisteredMedia, RegistrationPool
 from dynamo_media.transforms import Compose, Transform
@@ -254,7 +255,7 @@ class MediaPreprocessor:
         media_io_kwargs = result.media_io_kwargs
         if not isinstance(media_io_kwargs, Mapping):
             raise InvalidOptions("media_io_kwargs must be an object keyed by image/video/audio")
-        unknown = set(media_io_kwargs) - {"image", "video", "audio"}
+        unknown = set(media_io_kwargs) - set(MODALITIES)
         if unknown:
             raise InvalidOptions(
                 f"Unknown modality {sorted(unknown)[0]!r} in media_io_kwargs. "

@@ -42,3 +42,23 @@ def test_decode_image_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert "original_size            [320, 240]" in capsys.readouterr().out
     assert main(["decode", str(bad)]) == 1
     assert "error (400 DecodeError)" in capsys.readouterr().err
+
+
+def test_decode_audio_only_mp4_falls_back_to_audio(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "tone.m4a"  # sniffed as mp4: the video decoder answers NoMediaStream
+    path.write_bytes(tone(*FORMATS["aac-m4a"]))
+    assert main(["decode", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "modality                 audio" in out
+    assert "sample_rate              44100" in out
+
+
+def test_decode_broken_video_is_not_tried_as_audio(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "broken.mp4"
+    path.write_bytes(numbered_video("h264.mp4").read_bytes()[:2000])
+    assert main(["decode", str(path)]) == 1
+    assert "error (400 DecodeError)" in capsys.readouterr().err

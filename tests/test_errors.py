@@ -1,17 +1,28 @@
+import re
+
 import pytest
 
+import dynamo_media._errors as errors
 from dynamo_media import (
     BackendUnavailable,
     DecodeError,
     FetchError,
+    FetchTimeout,
     InvalidOptions,
     LimitExceeded,
     MediaError,
     ModalityDisabled,
+    NoMediaStream,
     Overloaded,
     PolicyError,
     ReadError,
+    TooLarge,
+    TooManyRedirects,
+    UpstreamStatus,
+    decode_video,
 )
+from dynamo_media._openai import error_body
+from tests.test_audio import FORMATS, tone
 
 
 @pytest.mark.parametrize(
@@ -21,8 +32,12 @@ from dynamo_media import (
         (ModalityDisabled, 400),
         (PolicyError, 400),
         (FetchError, 422),
+        (FetchTimeout, 422),
+        (TooLarge, 422),
+        (TooManyRedirects, 422),
         (LimitExceeded, 400),
         (DecodeError, 400),
+        (NoMediaStream, 400),
         (Overloaded, 503),
         (ReadError, 502),
         (BackendUnavailable, 502),
@@ -34,6 +49,25 @@ def test_status_and_tree(cls: type[MediaError], status: int) -> None:
     assert err.status == status
     assert str(err) == "boom"
     assert err.param is None
+
+
+@pytest.mark.parametrize(
+    ("cls", "parent"),
+    [
+        (FetchTimeout, FetchError),
+        (UpstreamStatus, FetchError),
+        (TooLarge, FetchError),
+        (TooManyRedirects, FetchError),
+        (NoMediaStream, DecodeError),
+    ],
+)
+def test_subclasses_answer_as_their_parent(cls: type[MediaError], parent: type[MediaError]) -> None:
+    assert cls.__bases__ == (parent,)
+    assert cls.status == parent.status
+    err = cls("boom", upstream_status=404) if cls is UpstreamStatus else cls("boom")
+    body = error_body(err)["error"]
+    assert body["type"] == error_body(parent("boom"))["error"]["type"]
+    assert body["code"] == cls.__name__
 
 
 def test_invalid_options_is_a_value_error() -> None:
@@ -51,10 +85,49 @@ def test_for_item_prefixes_and_chains() -> None:
     assert item.__cause__ is cause
 
 
-def test_tree_is_drawn_in_docstring() -> None:
-    import dynamo_media._errors as errors
+def test_for_item_keeps_the_attributes_of_a_subclass() -> None:
+    err = UpstreamStatus("HTTP 404 fetching http://a.test/x.png", upstream_status=404)
+    item = err.for_item("messages[0].content[0].image_url")
+    assert type(item) is UpstreamStatus
+    assert isinstance(item, UpstreamStatus)  # for mypy
+    assert item.upstream_status == 404
+    assert str(item) == "messages[0].content[0].image_url: HTTP 404 fetching http://a.test/x.png"
+    assert item.__cause__ is err
 
-    classes = [n for n in errors.__all__ if isinstance(getattr(errors, n), type)]
-    assert len(classes) == 10
-    for name in classes:
-        assert name in errors.__doc__
+
+def test_no_media_stream_from_an_audio_only_file() -> None:
+    with pytest.raises(NoMediaStream, match="no video stream in the file") as info:
+        decode_video(tone(*FORMATS["aac-m4a"]))
+    assert isinstance(info.value, DecodeError)
+    assert info.value.status == 400
+
+
+# One line of the drawing: the branches, the class name, and its status when it has one.
+_TREE_LINE = re.compile(r"^(?P<indent>[│ ]*)[├└]── (?P<name>\w+)\s+(?P<status>\d{3})\s")
+
+
+def drawn_tree() -> dict[str, tuple[str, int]]:
+    """``{class name: (parent name, status)}`` as the docstring of ``_errors.py`` draws them."""
+    assert errors.__doc__ is not None
+    lines = errors.__doc__.split("::\n\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    root = lines[0].split()[0]
+    parents, drawn = [root], {}
+    for line in lines[1:]:
+        if match := _TREE_LINE.match(line.removeprefix("    ")):
+            depth = len(match["indent"]) // 4
+            del parents[depth + 1 :]
+            drawn[match["name"]] = (parents[depth], int(match["status"]))
+            parents.append(match["name"])
+    return drawn
+
+
+def test_tree_is_drawn_in_docstring() -> None:
+    classes = {
+        name: cls
+        for name in errors.__all__
+        if isinstance(cls := getattr(errors, name), type) and name != "MediaError"
+    }
+    assert len(classes) == 14
+    assert drawn_tree() == {
+        name: (cls.__bases__[0].__name__, cls.status) for name, cls in classes.items()
+    }

@@ -1,20 +1,31 @@
 import asyncio
 import base64
 import hashlib
+import os
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 
 from dynamo_media import (
     DecodeError,
     EncodedMedia,
     FetchError,
     FetchPolicy,
+    FetchTimeout,
     MediaFetcher,
     PolicyError,
+    TooLarge,
+    TooManyRedirects,
+    UpstreamStatus,
 )
-from dynamo_media.fetch import address_refusal, domain_allowed, parse_http_url
+from dynamo_media.fetch._policy import address_refusal, domain_allowed
+from dynamo_media.fetch._url import parse_http_url
+from dynamo_media.nixl import RegistrationPool
+from dynamo_media.server import HttpBackend, create_app, parse_config
 from dynamo_media.transforms import FetchURL
 from tests.conftest import resolve_test_host
 from tests.media_server import MediaServer
@@ -203,21 +214,27 @@ class TestMediaFetcher:
         url = server.url(server.add("deep.png", PNG))
         for _ in range(4):
             url = server.url(f"/redirect?to={url}")
-        with pytest.raises(FetchError, match=r"Too many redirects .* \(max_redirects is 3\)"):
+        with pytest.raises(TooManyRedirects, match=r"Too many redirects .* \(max_redirects is 3\)"):
             fetcher.fetch(url)
         assert fetcher.max_redirects(4).fetch(url).data == PNG
 
-    @pytest.mark.parametrize("status", [404, 500])
-    def test_http_errors(self, server: MediaServer, fetcher: MediaFetcher, status: int) -> None:
-        with pytest.raises(FetchError, match=f"HTTP {status} fetching http://media.test"):
+    @pytest.mark.parametrize(
+        ("status", "words"), [(404, "HTTP 404"), (500, "HTTP 500"), (204, "Unexpected HTTP 204")]
+    )
+    def test_http_errors(
+        self, server: MediaServer, fetcher: MediaFetcher, status: int, words: str
+    ) -> None:
+        with pytest.raises(UpstreamStatus, match=f"^{words} fetching http://media.test") as info:
             fetcher.fetch(server.url(f"/status/{status}"))
+        assert info.value.upstream_status == status
+        assert isinstance(info.value, FetchError)
 
     def test_slow_response_hits_the_deadline(
         self, server: MediaServer, fetcher: MediaFetcher
     ) -> None:
         fetcher.timeout_ms(300)
         start = time.monotonic()
-        with pytest.raises(FetchError, match=r"longer than timeout_ms \(300\)"):
+        with pytest.raises(FetchTimeout, match=r"longer than timeout_ms \(300\)"):
             fetcher.fetch(server.url("/slow?seconds=3"))
         assert time.monotonic() - start < 2
 
@@ -227,7 +244,7 @@ class TestMediaFetcher:
         # Each byte arrives well within the timeout, but the whole body does not.
         fetcher.timeout_ms(500)
         start = time.monotonic()
-        with pytest.raises(FetchError, match="longer than timeout_ms"):
+        with pytest.raises(FetchTimeout, match="longer than timeout_ms"):
             fetcher.fetch(server.url("/drip?bytes=50&every=0.05"))
         assert time.monotonic() - start < 1.5
 
@@ -235,21 +252,23 @@ class TestMediaFetcher:
         self, server: MediaServer, fetcher: MediaFetcher
     ) -> None:
         path = server.add("large.bin", b"x" * 5000)
-        with pytest.raises(FetchError, match=r"5000 bytes, over max_bytes \(4096\)"):
+        with pytest.raises(TooLarge, match=r"5000 bytes, over max_bytes \(4096\)"):
             fetcher.max_bytes(4096).fetch(server.url(path))
 
     def test_max_bytes_while_streaming(self, server: MediaServer, fetcher: MediaFetcher) -> None:
         server.add("stream.bin", b"x" * 300_000)
-        with pytest.raises(FetchError, match=r"over max_bytes \(100000\)"):
+        with pytest.raises(TooLarge, match=r"over max_bytes \(100000\)"):
             fetcher.max_bytes(100_000).fetch(server.url("/chunked/stream.bin"))
 
     def test_unreachable(self, fetcher: MediaFetcher) -> None:
-        with pytest.raises(FetchError, match="Cannot fetch"):
+        with pytest.raises(FetchError, match="Cannot fetch") as info:
             fetcher.fetch("http://media.test:9/x.png")  # nothing listens on the discard port
+        assert type(info.value) is FetchError  # none of the causes with a class of their own
 
     def test_unknown_host(self, fetcher: MediaFetcher) -> None:
-        with pytest.raises(FetchError, match="Cannot resolve host 'nowhere.test'"):
+        with pytest.raises(FetchError, match="Cannot resolve host 'nowhere.test'") as info:
             fetcher.fetch("http://nowhere.test/x.png")
+        assert type(info.value) is FetchError
 
     def test_afetch_runs_concurrently(self, server: MediaServer, fetcher: MediaFetcher) -> None:
         async def many() -> list[EncodedMedia]:
@@ -295,7 +314,7 @@ class TestDataURL:
 
     def test_size_cap_applies_before_decoding(self) -> None:
         url = "data:image/png;base64," + "A" * 8000
-        with pytest.raises(FetchError, match=r"about 6000 bytes, over max_bytes \(1000\)"):
+        with pytest.raises(TooLarge, match=r"about 6000 bytes, over max_bytes \(1000\)"):
             MediaFetcher().max_bytes(1000).fetch(url)
 
 
@@ -322,11 +341,23 @@ class TestFileURL:
 
     def test_missing_and_too_large(self, tmp_path: Path) -> None:
         fetcher = MediaFetcher().allowed_local_media_path(str(tmp_path)).max_bytes(10)
-        with pytest.raises(FetchError, match="Cannot read"):
+        with pytest.raises(FetchError, match="Cannot read") as info:
             fetcher.fetch(f"file://{tmp_path}/none.png")
+        assert type(info.value) is FetchError
         (tmp_path / "a.png").write_bytes(PNG)
-        with pytest.raises(FetchError, match="over max_bytes"):
+        with pytest.raises(TooLarge, match=rf"is {len(PNG)} bytes, over max_bytes \(10\)"):
             fetcher.fetch(f"file://{tmp_path}/a.png")
+
+    def test_a_file_that_grows_while_read_is_too_large(self, tmp_path: Path) -> None:
+        # A FIFO reports size 0 to fstat, then delivers whatever its writer sends.
+        fifo = tmp_path / "grows.png"
+        os.mkfifo(fifo)
+        writer = threading.Thread(target=fifo.write_bytes, args=(PNG,))
+        writer.start()
+        fetcher = MediaFetcher().allowed_local_media_path(str(tmp_path)).max_bytes(10)
+        with pytest.raises(TooLarge, match=r"grew past max_bytes \(10\) while it was read"):
+            fetcher.fetch(f"file://{fifo}")
+        writer.join()
 
 
 def test_unsupported_scheme() -> None:
@@ -343,3 +374,57 @@ class TestFetchURL:
         assert fetch(enc) is enc
         assert asyncio.run(fetch.aforward(server.url("/file/t.png"))).data == PNG
         assert repr(fetch).startswith("FetchURL(timeout_ms=5000, max_bytes='256.0 MiB'")
+
+
+@pytest.fixture(scope="module")
+def frontend() -> Iterator[TestClient]:
+    config = parse_config(
+        {
+            "fetcher": {
+                "allow_direct_ip": True,
+                "allow_private_ips": True,
+                "allow_direct_port": True,
+                "timeout_ms": 500,
+                "max_redirects": 1,
+                "max_bytes": 4096,
+            },
+            "decoder": {"image": {}},
+        }
+    )
+    pool = RegistrationPool(capacity_bytes=1 << 20)
+    try:
+        # Nothing listens there: every request here fails before it reaches the backend.
+        backend = HttpBackend("http://127.0.0.1:9", timeout_ms=1000)
+        with TestClient(create_app(config, backend, pool)) as client:
+            yield client
+    finally:
+        pool.close()
+
+
+class TestServerAnswers:
+    """The frontend answers every fetch failure 422, naming the class in ``code``."""
+
+    @pytest.mark.parametrize(
+        ("path", "code", "words"),
+        [
+            ("/slow?seconds=2", "FetchTimeout", "longer than timeout_ms (500)"),
+            ("/status/404", "UpstreamStatus", "HTTP 404 fetching"),
+            ("/file/large.bin", "TooLarge", "5000 bytes, over max_bytes (4096)"),
+            ("/redirect?to=/redirect?to=/file/large.bin", "TooManyRedirects", "max_redirects is 1"),
+        ],
+    )
+    def test_422_with_the_class_as_code(
+        self, frontend: TestClient, server: MediaServer, path: str, code: str, words: str
+    ) -> None:
+        server.add("large.bin", b"x" * 5000)
+        url = server.url(path, host="127.0.0.1")
+        content = [{"type": "image_url", "image_url": {"url": url}}]
+        answer = frontend.post(
+            "/v1/chat/completions",
+            json={"model": "m", "messages": [{"role": "user", "content": content}]},
+        )
+        assert answer.status_code == 422
+        error = answer.json()["error"]
+        assert error["code"] == code
+        assert error["param"] == "messages[0].content[0].image_url"
+        assert words in error["message"]

@@ -9,14 +9,15 @@ from typing import ClassVar
 import pytest
 
 from dynamo_media import (
-    FetchError,
     FetchPolicy,
+    FetchTimeout,
     InvalidOptions,
     MediaError,
     MediaFetcher,
     PolicyError,
 )
-from dynamo_media.fetch import address_refusal, fetch_executor
+from dynamo_media.fetch._fetch import fetch_executor
+from dynamo_media.fetch._policy import address_refusal
 from tests.media_server import MediaServer
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -60,7 +61,7 @@ class TestOneDeadline:
     def test_dripping_headers_hit_the_deadline(self, server: MediaServer) -> None:
         fetcher = local_fetcher({"media.test": "127.0.0.1"}, timeout_ms=1000)
         start = time.monotonic()
-        with pytest.raises(FetchError, match=r"longer than timeout_ms \(1000\)"):
+        with pytest.raises(FetchTimeout, match=r"longer than timeout_ms \(1000\)"):
             fetcher.fetch(server.url(self.PATH))
         assert time.monotonic() - start < 3
 
@@ -75,13 +76,13 @@ class TestOneDeadline:
         results = asyncio.run(many())
         assert time.monotonic() - start < 3
         for _, error in results:
-            assert isinstance(error, FetchError)
+            assert isinstance(error, FetchTimeout)
             assert "longer than timeout_ms (1000)" in error.message
 
     def test_dripping_headers_across_a_redirect(self, server: MediaServer) -> None:
         fetcher = local_fetcher({"media.test": "127.0.0.1"}, timeout_ms=1000)
         start = time.monotonic()
-        with pytest.raises(FetchError, match=r"longer than timeout_ms \(1000\)"):
+        with pytest.raises(FetchTimeout, match=r"longer than timeout_ms \(1000\)"):
             fetcher.fetch(server.url(f"/redirect?to={server.url(self.PATH)}"))
         assert time.monotonic() - start < 3
 
@@ -89,7 +90,7 @@ class TestOneDeadline:
         # The deadline shuts down the socket of the fetch it bounds, not of the next one.
         fetcher = local_fetcher({"media.test": "127.0.0.1"}, timeout_ms=1000)
         path = server.add("after.bin", b"ok")
-        with pytest.raises(FetchError, match="timeout_ms"):
+        with pytest.raises(FetchTimeout, match="timeout_ms"):
             fetcher.fetch(server.url("/slow?seconds=2"))
         for _ in range(3):
             assert fetcher.fetch(server.url(path)).data == b"ok"
@@ -114,11 +115,11 @@ class TestQueuedFetches:
 
         results = asyncio.run(many())
         for seconds, error in results[:threads]:
-            assert isinstance(error, FetchError)
+            assert isinstance(error, FetchTimeout)
             assert "longer than timeout_ms (1000)" in error.message
             assert seconds < 1.0 + 0.5
         for seconds, error in results[threads:]:
-            assert isinstance(error, FetchError)
+            assert isinstance(error, FetchTimeout)
             assert "for a fetch thread" in error.message
             assert "timeout_ms (800)" in error.message
             assert seconds < 1.0 + 0.5  # when the first thread came free, not 0.8 s after

@@ -171,3 +171,42 @@ class TestAudioLayoutSwitch:
         ac3 = ffmpeg("a.ac3", "-f", "lavfi", "-i", "sine=duration=1", "-c:a", "ac3")
         with pytest.raises(DecodeError, match="audio codec ac3 is not accepted"):
             decode_audio(ac3.read_bytes(), sample_rate=16000)
+
+
+def riff_with_huge_info(name: str, *args: str) -> bytes:
+    """An FFmpeg-made RIFF file whose ``LIST INFO`` and first item claim ~2 GB / 1.4 GB."""
+    data = bytearray(ffmpeg(name, *args, "-metadata", "title=x").read_bytes())
+    info = data.index(b"INFO") - 8
+    data[info + 4 : info + 8] = (0x7FFFFFFF).to_bytes(4, "little")
+    data[info + 16 : info + 20] = (1_430_913_072).to_bytes(4, "little")
+    return bytes(data)
+
+
+RIFF_BOMBS = {
+    "avi": ("bomb.avi", "-f", "lavfi", "-i", "testsrc2=size=64x48:duration=0.4", "-c:v", "mjpeg"),
+    "wav": ("bomb.wav", "-f", "lavfi", "-i", "sine=duration=0.4"),
+}
+
+
+class TestRiffHeaderSizes:
+    @pytest.mark.parametrize("name", sorted(RIFF_BOMBS))
+    def test_header_chunk_past_the_end_costs_nothing(self, name: str) -> None:
+        decode = "decode_video(data)" if name == "avi" else "decode_audio(data)"
+        result = peak_delta(
+            f"""
+            from dynamo_media import decode_audio, decode_video
+            from tests.test_hostile_media import RIFF_BOMBS, riff_with_huge_info
+            data = riff_with_huge_info(*RIFF_BOMBS[{name!r}])
+            """,
+            decode,
+        )
+        assert "'INFO' chunk claims 2147483647 bytes" in result["error"], result
+        assert result["peak_delta_mib"] < 64
+
+    def test_media_chunks_may_run_past_the_end(self) -> None:
+        avi = ffmpeg(*RIFF_BOMBS["avi"]).read_bytes()
+        assert decode_video(avi[: len(avi) * 2 // 3]).tensor.shape[0] >= 1  # a download cut short
+        wav = bytearray(ffmpeg(*RIFF_BOMBS["wav"]).read_bytes())
+        data = wav.index(b"data")
+        wav[data + 4 : data + 8] = b"\xff\xff\xff\xff"  # as FFmpeg writes to a pipe
+        assert decode_audio(bytes(wav)).metadata["duration_seconds"] == pytest.approx(0.4, 0.05)

@@ -22,11 +22,12 @@ from dynamo_media._errors import InvalidOptions, MediaError
 from dynamo_media._media import tensor_sha256
 from dynamo_media._openai import SSE_DONE, error_body, sse_event
 from dynamo_media._priority import lower_thread_priority
+from dynamo_media.config import MODALITIES
 from dynamo_media.nixl import read
 
 __all__ = ["create_backend_app", "describe_items"]
 
-_MODALITY = {"image_url": "image", "video_url": "video", "audio_url": "audio"}
+_MODALITY = {f"{m}_url": m for m in MODALITIES}
 
 
 def _read_one(key: str, descriptor: dict[str, Any]) -> dict[str, Any]:

@@ -19,11 +19,12 @@ from typing import Any, Literal
 import torch
 from torchcodec.decoders import AudioDecoder
 
-from dynamo_media._errors import DecodeError, LimitExceeded, decode_failures, native_reason
+from dynamo_media._errors import DecodeError, LimitExceeded, NoMediaStream, native_reason
 from dynamo_media._media import DecodedMedia, options_hash
 from dynamo_media._options import format_bytes
 from dynamo_media.config import AudioLimits
 from dynamo_media.decode._audio_frames import check_frame_layout
+from dynamo_media.decode._riff import check_riff
 from dynamo_media.decode._source import Source, attached_probe, content_hash_of, read_source
 
 __all__ = ["AudioProbe", "decode_audio", "probe_audio"]
@@ -61,8 +62,13 @@ class AudioProbe:
 def _open(data: bytes, sample_rate: int | None, num_channels: int | None) -> AudioDecoder:
     if not data:
         raise DecodeError("empty audio data (0 bytes)")
-    with decode_failures("no audio stream FFmpeg can read"):
+    check_riff(data)  # Note [riff sizes]
+    try:
         return AudioDecoder(data, sample_rate=sample_rate, num_channels=num_channels)
+    except ValueError as exc:  # torchcodec's stream selection: the file has no audio stream
+        raise NoMediaStream(f"no audio stream in the file ({native_reason(exc)})") from exc
+    except Exception as exc:  # Note [hostile bytes] in _errors.py
+        raise DecodeError(f"no audio stream FFmpeg can read: {native_reason(exc)}") from exc
 
 
 def _check(seconds: float, probe: AudioProbe, limits: AudioLimits, what: str) -> None:

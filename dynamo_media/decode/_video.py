@@ -38,12 +38,14 @@ from dynamo_media._errors import (
     DecodeError,
     InvalidOptions,
     LimitExceeded,
+    NoMediaStream,
     decode_failures,
     native_reason,
 )
 from dynamo_media._media import DecodedMedia, options_hash
 from dynamo_media._options import format_bytes
 from dynamo_media.config import VideoLimits
+from dynamo_media.decode._riff import check_riff
 from dynamo_media.decode._source import Source, attached_probe, content_hash_of, read_source
 from dynamo_media.sampling import sample_frame_indices
 
@@ -118,10 +120,11 @@ def _decoder(
 
 
 def _open(data: bytes) -> Demuxer:
+    check_riff(data)  # Note [riff sizes]
     try:
         return Demuxer(data)
     except ValueError as exc:
-        raise DecodeError(f"no video stream in the file ({native_reason(exc)})") from exc
+        raise NoMediaStream(f"no video stream in the file ({native_reason(exc)})") from exc
     except RuntimeError as exc:
         raise DecodeError(f"not a video container FFmpeg can read: {native_reason(exc)}") from exc
 
@@ -147,7 +150,7 @@ def probe_video(
     Raises:
         LimitExceeded: resolution, duration or ``n*H*W*3`` over the limits, naming what to lower.
         InvalidOptions: strict mode and more frames asked for than the video has.
-        DecodeError: not a video, or no video stream.
+        DecodeError: not a video; ``NoMediaStream`` (a subclass) when it has no video stream.
     """
     data = read_source(source)
     if not data:
@@ -221,7 +224,7 @@ def _decode_frames(
                 f"a sampled frame failed to decode ({native_reason(exc)}); set strict=False to "
                 "drop it"
             ) from exc
-    # Non-strict: decode one by one and keep what decodes (Note [strict] in DESIGN), from a
+    # Non-strict: decode one by one and keep what decodes (DESIGN.md, "Strict"), from a
     # decoder that scales every frame to the checked size: a stream whose frame size changes
     # midway (VP9 and H.264 allow it) fails the batch above, and must not grow past max_alloc.
     with decode_failures("corrupt video container"):

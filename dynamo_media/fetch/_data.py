@@ -6,7 +6,7 @@ import base64
 import binascii
 import urllib.parse
 
-from dynamo_media._errors import DecodeError, FetchError, PolicyError
+from dynamo_media._errors import DecodeError, PolicyError, TooLarge
 from dynamo_media.fetch._url import shorten_url
 
 __all__ = ["decode_data_url"]
@@ -24,7 +24,7 @@ def decode_data_url(url: str, max_bytes: int) -> tuple[bytes, str | None]:
 
     Raises:
         PolicyError: not base64 (percent-encoded ``data:`` URLs are refused).
-        FetchError: the payload is over ``max_bytes``.
+        TooLarge: the payload is over ``max_bytes``.
         DecodeError: the base64 is invalid.
     """
     shown = shorten_url(url)
@@ -39,7 +39,7 @@ def decode_data_url(url: str, max_bytes: int) -> tuple[bytes, str | None]:
         payload = urllib.parse.unquote(payload)
     decoded_size = len(payload) * 3 // 4
     if decoded_size > max_bytes:
-        raise FetchError(
+        raise TooLarge(
             f"data: URL payload is about {decoded_size} bytes, over max_bytes ({max_bytes})"
         )
     try:

@@ -6,7 +6,7 @@ every 0.1 s keeps a fetch with a 1 s timeout alive for as long as it likes. So a
 ``Deadline`` for its whole life (connect, TLS, status line, headers, body, every redirect hop),
 and one daemon thread waits on a heap of them. When one passes, the thread shuts down the socket
 the fetch is using (``shutdown(SHUT_RDWR)``), which ends any read or write blocked on it; the
-fetch then fails with the deadline's own ``FetchError``. A connection goes back to the pool when
+fetch then fails with the deadline's own ``FetchTimeout``. A connection goes back to the pool when
 its body is read, possibly just before its fetch ends, so each connection belongs to the last
 deadline that took it from the pool: an older deadline never shuts down a newer fetch's socket,
 and a connection that an expired deadline may have shut down is closed before it is used again.
@@ -26,7 +26,7 @@ import types
 import weakref
 from typing import Protocol
 
-from dynamo_media._errors import FetchError
+from dynamo_media._errors import FetchTimeout
 from dynamo_media.fetch._url import shorten_url
 
 __all__ = ["Deadline", "active_deadline"]
@@ -63,17 +63,17 @@ class Deadline:
         self.shown = shorten_url(url)  # not the URL: the watchdog may hold this a while
         self.start = start
         self.end = start + timeout_ms / 1000
-        self._error: FetchError | None = None
+        self._error: FetchTimeout | None = None
         # Guarded by _WATCHDOG.lock:
         self._conn: _Connection | None = None
         self._fired = False
         self._done = False
 
-    def expired(self) -> FetchError:
+    def expired(self) -> FetchTimeout:
         """The error of a fetch that ran out of time; one per deadline, so that ``__exit__``
         knows it when it comes by."""
         if self._error is None:
-            self._error = FetchError(
+            self._error = FetchTimeout(
                 f"Fetching {self.shown} took longer than timeout_ms ({self.timeout_ms}); "
                 "raise timeout_ms or fetch from a faster server"
             )
@@ -83,7 +83,7 @@ class Deadline:
         """Seconds left.
 
         Raises:
-            FetchError: none are left.
+            FetchTimeout: none are left.
         """
         left = self.end - time.monotonic()
         if left <= 0:
@@ -146,7 +146,8 @@ class _Watchdog:
     def reset(self) -> None:
         """Starts empty, with no thread yet."""
         self.lock = threading.Condition()
-        # The deadline that last took each pooled connection (Note [One deadline, ...]).
+        # The deadline that last took each pooled connection, see
+        # Note [One deadline, whatever the server does].
         self.owners: weakref.WeakKeyDictionary[_Connection, Deadline] = weakref.WeakKeyDictionary()
         self._heap: list[tuple[float, int, Deadline]] = []
         self._order = itertools.count()  # breaks ties between equal times

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from dynamo_media._errors import FetchError, PolicyError
+from dynamo_media._errors import FetchTimeout, PolicyError
 from dynamo_media._media import EncodedMedia
 from dynamo_media._sniff import sniff_mime
 from dynamo_media.fetch._data import decode_data_url
@@ -78,7 +78,7 @@ def fetch_url(url: str, policy: FetchPolicy, http: Callable[[], HttpClient]) -> 
     now = time.monotonic()
     start = _SUBMITTED_AT.get(now)
     if (now - start) * 1000 >= policy.timeout_ms:
-        raise FetchError(
+        raise FetchTimeout(
             f"{shorten_url(url)} waited {(now - start) * 1000:.0f} ms for a fetch thread (all "
             f"{_FETCH_THREADS} busy), over timeout_ms ({policy.timeout_ms}); raise timeout_ms or "
             "send fewer URLs at once"

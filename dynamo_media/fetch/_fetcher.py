@@ -95,7 +95,12 @@ class MediaFetcher:
 
         Raises:
             PolicyError: the policy refuses the URL or a redirect.
-            FetchError: the download failed (status, timeout, size).
+            FetchTimeout: the fetch passed ``timeout_ms``.
+            UpstreamStatus: the server answered other than 200.
+            TooLarge: the body, ``data:`` payload or local file is over ``max_bytes``.
+            TooManyRedirects: more redirect hops than ``max_redirects``.
+            FetchError: any other failed download (the base of the four above): refused
+                connection, unknown host, broken body, unreadable local file.
             DecodeError: a ``data:`` URL whose base64 is invalid.
         """
         return fetch_url(url, self.policy, self._http)

@@ -4,8 +4,8 @@ Each hop (the URL, then every redirect) is parsed, checked and resolved once; th
 the checked address with the original ``Host`` header, and TLS still verifies the host name (SNI
 and certificate check use the name, the socket uses the address). Redirects are followed by hand
 so that every hop is checked again. One deadline bounds the whole download, hops included: a
-watchdog shuts down the socket of a fetch that passes it (Note [One deadline, whatever the server
-does] in ``_deadline.py``), so a server that drips bytes cannot stretch it.
+watchdog shuts down the socket of a fetch that passes it, so a server that drips bytes cannot
+stretch it (see Note [One deadline, whatever the server does] in ``_deadline.py``).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import urllib3
 import urllib3.connection
 import urllib3.connectionpool
 
-from dynamo_media._errors import FetchError
+from dynamo_media._errors import FetchError, TooLarge, TooManyRedirects, UpstreamStatus
 from dynamo_media.fetch._deadline import Deadline, active_deadline
 from dynamo_media.fetch._policy import check_url, resolve_checked
 from dynamo_media.fetch._url import ParsedURL, parse_http_url, shorten_url
@@ -114,8 +114,11 @@ class HttpClient:
 
         Raises:
             PolicyError: the URL or a redirect is refused.
-            FetchError: HTTP error status, timeout, refused connection, too many redirects,
-                oversize body.
+            FetchTimeout: past the deadline.
+            UpstreamStatus: the last hop answered other than 200.
+            TooLarge: the body is over ``max_bytes``.
+            TooManyRedirects: more hops than ``max_redirects``.
+            FetchError: the host has no address, the connection was refused or broke.
         """
         with deadline:
             for _hop in range(self.policy.max_redirects + 1):
@@ -128,7 +131,7 @@ class HttpClient:
                         url = urllib.parse.urljoin(url, response.headers["Location"])
                         continue
                     return self._body(response, url, deadline)
-        raise FetchError(
+        raise TooManyRedirects(
             f"Too many redirects fetching {shorten_url(url)} (max_redirects is "
             f"{self.policy.max_redirects})"
         )
@@ -154,14 +157,14 @@ class HttpClient:
         self, response: requests.Response, url: str, deadline: Deadline
     ) -> tuple[bytes, str | None]:
         shown = shorten_url(url)
-        if response.status_code >= 400:
-            raise FetchError(f"HTTP {response.status_code} fetching {shown}")
-        if response.status_code != 200:
-            raise FetchError(f"Unexpected HTTP {response.status_code} fetching {shown}")
+        status = response.status_code
+        if status != 200:
+            problem = "HTTP" if status >= 400 else "Unexpected HTTP"
+            raise UpstreamStatus(f"{problem} {status} fetching {shown}", upstream_status=status)
         limit = self.policy.max_bytes
         declared = response.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) > limit:
-            raise FetchError(
+            raise TooLarge(
                 f"{shown} is {declared} bytes, over max_bytes ({limit}); raise max_bytes or "
                 "send a smaller file"
             )
@@ -174,7 +177,7 @@ class HttpClient:
                     break
                 body += chunk
                 if len(body) > limit:
-                    raise FetchError(
+                    raise TooLarge(
                         f"{shown} is over max_bytes ({limit}) bytes; raise max_bytes or send "
                         "a smaller file"
                     )

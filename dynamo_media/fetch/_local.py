@@ -6,7 +6,7 @@ import os
 import urllib.parse
 from pathlib import Path
 
-from dynamo_media._errors import FetchError, PolicyError
+from dynamo_media._errors import FetchError, PolicyError, TooLarge
 from dynamo_media.fetch._url import shorten_url
 
 __all__ = ["read_local_file"]
@@ -25,7 +25,8 @@ def read_local_file(url: str, allowed_root: str | None, max_bytes: int) -> bytes
 
     Raises:
         PolicyError: ``file:`` not allowed, or the path resolves outside the root.
-        FetchError: the file is missing, unreadable or too large.
+        TooLarge: the file is over ``max_bytes``.
+        FetchError: the file is missing or unreadable.
     """
     if allowed_root is None:
         raise PolicyError(
@@ -43,7 +44,10 @@ def read_local_file(url: str, allowed_root: str | None, max_bytes: int) -> bytes
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
             if size > max_bytes:
-                raise FetchError(f"{shown!r} is {size} bytes, over max_bytes ({max_bytes})")
-            return f.read(max_bytes + 1)
+                raise TooLarge(f"{shown!r} is {size} bytes, over max_bytes ({max_bytes})")
+            data = f.read(max_bytes + 1)  # one byte past the cap: it may grow after fstat
     except OSError as exc:
         raise FetchError(f"Cannot read {shown!r}: {exc.strerror}") from exc
+    if len(data) > max_bytes:
+        raise TooLarge(f"{shown!r} grew past max_bytes ({max_bytes}) while it was read")
+    return data

@@ -1,6 +1,5 @@
 """Composable media transforms: ``FetchURL -> CheckVideoLimits -> DecodeVideo -> NixlRegister``."""
 
-from dynamo_media._media import DecodedMedia, EncodedMedia
 from dynamo_media.transforms._audio import CheckAudioLimits, DecodeAudio
 from dynamo_media.transforms._container import Compose
 from dynamo_media.transforms._device import ToCUDA, ToDevice, to_device
@@ -20,8 +19,6 @@ __all__ = [
     "DecodeImage",
     "DecodeTransform",
     "DecodeVideo",
-    "DecodedMedia",
-    "EncodedMedia",
     "FetchURL",
     "NixlRegister",
     "ToCUDA",
