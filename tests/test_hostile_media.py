@@ -1,6 +1,7 @@
 """Regression tests for the decode holes an attacker found (issue #13): each failed on the code
 before its fix. The fuzzing harness (tests/fuzz/) looks for more of their kind."""
 
+import contextlib
 import io
 import struct
 
@@ -13,12 +14,16 @@ from dynamo_media import (
     DecodeError,
     ImageLimits,
     LimitExceeded,
+    MediaError,
     VideoLimits,
     decode_audio,
     decode_image,
     decode_video,
     probe_image,
 )
+from tests.fuzz.mutate import mutate
+from tests.fuzz.seeds import seed_named
+from tests.fuzz.target import decode
 from tests.media import ffmpeg
 from tests.memory import peak_delta
 
@@ -210,3 +215,27 @@ class TestRiffHeaderSizes:
         data = wav.index(b"data")
         wav[data + 4 : data + 8] = b"\xff\xff\xff\xff"  # as FFmpeg writes to a pipe
         assert decode_audio(bytes(wav)).metadata["duration_seconds"] == pytest.approx(0.4, 0.05)
+
+
+# What the harness found on main before issue #13 (python -m tests.fuzz --seed 777 --formats
+# tiff,gif,mp4,webm,mkv,mov,avi), regenerated from (seed, mutation seed): each was a raw exception
+# (a 500 from the server) or a broken output contract there.
+FOUND_BEFORE = {
+    "tiff-typeerror": ("testsrc2.tiff", 2641),
+    "mkv-best-stream-valueerror": ("h264.mkv", 982),
+    "avi-best-stream-valueerror": ("bars-mjpeg.avi", 1014),
+    "mp4-metadata-jsondecodeerror": ("h264-aac.mp4", 5836),
+    "gif-decompression-bomb-error": ("testsrc2.gif", 3367),
+    "gif-larger-than-checked": ("testsrc2.gif", 1155),
+    "avi-stack-of-two-sizes": ("mjpeg.avi", 789),
+    "webm-metadata-not-the-frames-size": ("vp9-opus.webm", 2310),
+}
+
+
+class TestFuzzFindings:
+    @pytest.mark.parametrize("case", sorted(FOUND_BEFORE))
+    def test_media_error_or_a_kept_contract(self, case: str) -> None:
+        name, mutation_seed = FOUND_BEFORE[case]
+        seed = seed_named(name)
+        with contextlib.suppress(MediaError):  # a refusal is fine; anything else fails
+            decode(seed.modality, mutate(seed, mutation_seed).data)
