@@ -239,3 +239,28 @@ class TestFuzzFindings:
         seed = seed_named(name)
         with contextlib.suppress(MediaError):  # a refusal is fine; anything else fails
             decode(seed.modality, mutate(seed, mutation_seed).data)
+
+
+# What the first 100,000-input campaign found after the fixes above (--seed 2000000): a crash (an
+# MP3 whose last, cut-short frame is mono) and 624 MiB for a WAV whose header says 1 Hz.
+FOUND_AFTER = {
+    "mp3-mono-tail-sigsegv": ("tone.mp3", 2012024),
+    "wav-1-hz-upsampled": ("s16.wav", 2042592),
+}
+
+
+class TestFuzzFindingsInAChild:
+    @pytest.mark.parametrize("case", sorted(FOUND_AFTER))
+    def test_refused_without_a_crash_or_memory(self, case: str) -> None:
+        result = peak_delta(
+            f"""
+            from tests.fuzz.mutate import mutate
+            from tests.fuzz.seeds import seed_named
+            from tests.fuzz.target import decode
+            seed = seed_named({FOUND_AFTER[case][0]!r})
+            data = mutate(seed, {FOUND_AFTER[case][1]}).data
+            """,
+            "decode(seed.modality, data)",
+        )
+        assert result["error"].startswith("DecodeError: "), result
+        assert result["peak_delta_mib"] < 64

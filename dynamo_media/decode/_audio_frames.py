@@ -44,7 +44,14 @@ def _mpeg(data: bytes, i: int) -> tuple[int, int, int] | None:
     b1, b2, b3 = data[i + 1], data[i + 2], data[i + 3]
     version, layer = (b1 >> 3) & 3, (b1 >> 1) & 3
     bitrate, rate = b2 >> 4, (b2 >> 2) & 3
-    if b1 & 0xE0 != 0xE0 or version == 1 or layer == 0 or bitrate in (0, 15) or rate == 3:
+    if (
+        data[i] != 0xFF
+        or b1 & 0xE0 != 0xE0
+        or version == 1
+        or layer == 0
+        or bitrate in (0, 15)
+        or rate == 3
+    ):
         return None
     kbps = (_MPEG1_KBPS if version == 3 else _MPEG2_KBPS)[layer][bitrate]
     hz, pad = _MPEG_RATES[version][rate], (b2 >> 1) & 1
@@ -59,27 +66,29 @@ def _adts(data: bytes, i: int) -> tuple[int, int, int] | None:
     b1, b2, b3, b4, b5 = data[i + 1 : i + 6]
     rate, channels = (b2 >> 2) & 0xF, ((b2 & 1) << 2) | (b3 >> 6)
     length = ((b3 & 3) << 11) | (b4 << 3) | (b5 >> 5)
-    if b1 & 0xF6 != 0xF0 or rate >= len(_ADTS_RATES) or length < 7:
+    if data[i] != 0xFF or b1 & 0xF6 != 0xF0 or rate >= len(_ADTS_RATES) or length < 7:
         return None
     return length, channels, _ADTS_RATES[rate]
 
 
 def _frames(data: bytes, parse: _Parse, header: int) -> Iterator[tuple[int, int, int]]:
-    """``(offset, channels, rate)`` of every frame whose header the next frame's confirms, after
-    an ID3v2 tag (whose pictures hold anything)."""
+    """``(offset, channels, rate)`` of every frame FFmpeg would decode, after an ID3v2 tag
+    (whose pictures hold anything)."""
     start = 0
     if data[:3] == b"ID3" and len(data) >= 10:
         size = (data[6] << 21) | (data[7] << 14) | (data[8] << 7) | data[9]
         start = 10 + size + (10 if data[5] & 0x10 else 0)
-    i, end = data.find(b"\xff", start), len(data) - header
+    i, end, expected = data.find(b"\xff", start), len(data) - header, -1
     while 0 <= i <= end:
         frame = parse(data, i)
         if frame is not None:
             length, channels, rate = frame
             nxt = i + length
-            if nxt == len(data) or (nxt <= end and data[nxt] == 0xFF and parse(data, nxt)):
+            # A frame where the last one ended, or one the next confirms, or a tail cut short:
+            # FFmpeg decodes each of those.
+            if i == expected or nxt >= len(data) or (nxt <= end and parse(data, nxt)):
                 yield i, channels, rate
-                i = nxt
+                i = expected = nxt
                 continue
         i = data.find(b"\xff", i + 1)
 

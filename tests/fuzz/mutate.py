@@ -115,7 +115,7 @@ def _chunk(data: bytes, seed: Seed, rng: random.Random) -> tuple[bytes, str]:
         out = data[: a.start] + data[b.start : b.end] + data[a.end : b.start]
         out += data[a.start : a.end] + data[b.end :]
     else:
-        cut = rng.randint(node.body, node.end)
+        cut = rng.randint(min(node.body, node.end), node.end)  # a header may claim past its end
         out = data[:cut] + data[node.end :]
         note += f" to {cut - node.start} bytes"
     return out, note
