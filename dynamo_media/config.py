@@ -8,6 +8,7 @@ built from them live above: ``MediaFetcher`` in ``fetch/``, ``MediaDecoder`` in 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, ClassVar, Literal, get_args
 
@@ -20,6 +21,8 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_MAX_BYTES",
     "MODALITIES",
+    "SAMPLING_MODES",
+    "SAMPLING_OPTIONS",
     "AudioLimits",
     "AudioOptions",
     "FetchPolicy",
@@ -27,6 +30,7 @@ __all__ = [
     "ImageOptions",
     "Modality",
     "Resolver",
+    "SamplingRule",
     "VideoLimits",
     "VideoOptions",
     "ascii_host",
@@ -35,6 +39,25 @@ __all__ = [
 # The one place the modality names are spelled: import these, never repeat the list.
 Modality = Literal["image", "video", "audio"]
 MODALITIES: tuple[Modality, ...] = get_args(Modality)
+
+# The frame-sampling rules of Note [sampling rules] in sampling.py, which implements them.
+SamplingRule = Literal["uniform", "qwen2_vl", "llava_onevision", "internvl"]
+
+# The ways of choosing frames, mutually exclusive: a request that sets one replaces another.
+SAMPLING_MODES = ("fps", "num_frames", "indices")
+
+# The options that choose the frames (VideoOptions' fields, and decode_video's keywords).
+SAMPLING_OPTIONS = (
+    "sampling",
+    "num_frames",
+    "fps",
+    "indices",
+    "max_frames",
+    "min_frames",
+    "frames_multiple",
+    "start_seconds",
+    "end_seconds",
+)
 
 MiB = 1 << 20
 DEFAULT_MAX_BYTES = 256 * MiB
@@ -171,11 +194,30 @@ class VideoLimits(Options):
 class VideoOptions(Options):
     """How videos are sampled and decoded (see ``sampling.py``).
 
+    A request's ``media_io_kwargs`` that sets one of ``fps``, ``num_frames`` and ``indices``
+    replaces the configured one (they are one exclusive group).
+
     Attributes:
+        sampling: the rule that places the frames (Note [sampling rules] in ``sampling.py``):
+            ``"uniform"`` (first and last frame included), ``"qwen2_vl"``,
+            ``"llava_onevision"`` or ``"internvl"``, as the model family's HF processor.
+            Default: ``"uniform"``.
         fps: frames sampled per second of video. Default: ``None``.
         num_frames: exact number of frames sampled (exclusive with ``fps``). Default: ``None``.
-        max_frames: cap on the samples. Default: ``None``. With neither ``fps`` nor
-            ``num_frames``, every frame is sampled up to this cap.
+        indices: explicit frame indices, strictly increasing (exclusive with ``fps`` and
+            ``num_frames``, and with a time window); the rule, ``min_frames`` and
+            ``frames_multiple`` do not apply to them. Default: ``None``.
+        max_frames: cap on the samples (and on the length of ``indices``). Default: ``None``.
+            With neither ``fps`` nor ``num_frames``, every frame is sampled up to this cap.
+        min_frames: floor on a count from ``fps`` or from all frames, as far as the video has
+            frames. Default: ``None``, the rule's (4 for ``"qwen2_vl"``, else none).
+        frames_multiple: round the count DOWN to a multiple of this (a temporal patch);
+            a count below one multiple stays. Default: ``None``, the rule's (2 for
+            ``"qwen2_vl"``, else none).
+        start_seconds: sample only frames whose ``pts`` is at or after this. Default: ``None``.
+        end_seconds: sample only frames whose ``pts`` is before this; the window is half-open,
+            ``[start_seconds, end_seconds)``, and ``fps`` counts its duration.
+            Default: ``None``.
         strict: fail on a frame that does not decode, or on more frames asked for than the
             video has; otherwise drop or clamp. Default: ``False``.
         max_pixels: shrink frames inside the decoder to at most this many pixels, keeping the
@@ -184,11 +226,17 @@ class VideoOptions(Options):
         limits: see ``VideoLimits``.
     """
 
-    _exclusive: ClassVar[tuple[tuple[str, ...], ...]] = (("fps", "num_frames"),)
+    _exclusive: ClassVar[tuple[tuple[str, ...], ...]] = (SAMPLING_MODES,)
 
+    sampling: SamplingRule = "uniform"
     fps: float | None = None
     num_frames: int | None = None
+    indices: tuple[int, ...] | None = dataclasses.field(default=None, metadata=_ZERO_OK)
     max_frames: int | None = None
+    min_frames: int | None = None
+    frames_multiple: int | None = None
+    start_seconds: float | None = dataclasses.field(default=None, metadata=_ZERO_OK)
+    end_seconds: float | None = None
     strict: bool = False
     max_pixels: int | None = None
     layout: Literal["TCHW", "THWC"] = "TCHW"
@@ -196,8 +244,38 @@ class VideoOptions(Options):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.fps is not None and self.num_frames is not None:
-            raise InvalidOptions("fps and num_frames are mutually exclusive; set only one of them")
+        modes = [key for key in SAMPLING_MODES if getattr(self, key) is not None]
+        if len(modes) > 1:
+            raise InvalidOptions(
+                f"{' and '.join(modes)} are mutually exclusive; set only one of them"
+            )
+        start, end = self.start_seconds, self.end_seconds
+        if start is not None and end is not None and end <= start:
+            raise InvalidOptions(
+                f"end_seconds ({end}) must be > start_seconds ({start}): the window is "
+                "[start_seconds, end_seconds)"
+            )
+        for key in ("min_frames", "frames_multiple"):
+            value = getattr(self, key)
+            if value is not None and self.max_frames is not None and value > self.max_frames:
+                raise InvalidOptions(f"{key} ({value}) must be <= max_frames ({self.max_frames})")
+        if self.indices is not None:
+            self._check_indices(self.indices)
+
+    def _check_indices(self, indices: tuple[int, ...]) -> None:
+        if (self.start_seconds, self.end_seconds) != (None, None):
+            raise InvalidOptions(
+                "indices and start_seconds/end_seconds are mutually exclusive: indices number "
+                "the frames of the whole video; drop the window or the indices"
+            )
+        if not indices:
+            raise InvalidOptions("indices is empty; give at least one frame index")
+        if any(b <= a for a, b in itertools.pairwise(indices)):
+            raise InvalidOptions(f"indices must be strictly increasing, got {list(indices[:16])}")
+        if self.max_frames is not None and len(indices) > self.max_frames:
+            raise InvalidOptions(
+                f"{len(indices)} indices, over max_frames ({self.max_frames}); send fewer indices"
+            )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -118,7 +118,10 @@ class TestMediaDecoder:
     @pytest.mark.parametrize(
         ("options", "message"),
         [
-            ({"fpss": 2}, r"Unknown option 'fpss' in video\. Allowed keys: fps, layout, limits"),
+            (
+                {"fpss": 2},
+                r"Unknown option 'fpss' in video\. Allowed keys: end_seconds, fps, frames_multiple",
+            ),
             ({"limits": {"max_alloc": 0}}, r"video\.limits\.max_alloc must be > 0, got 0"),
             ({"fps": 2.0, "num_frames": 8}, r"fps and num_frames are mutually exclusive"),
             ({"fps": "2"}, r"video\.fps must be a number, got '2' \(str\)"),
@@ -160,6 +163,52 @@ class TestMediaIoKwargs:
         decoder.enable_video({"num_frames": 8})
         video = decoder.options("video", {"fps": 1.0})
         assert (video.fps, video.num_frames) == (1.0, None)
+
+    def test_sampling_rule_keeps_the_mode(self) -> None:
+        video = seed_decoder().options("video", {"sampling": "qwen2_vl", "min_frames": 8})
+        assert (video.sampling, video.fps, video.max_frames, video.min_frames) == (
+            "qwen2_vl",
+            2.0,
+            128,
+            8,
+        )
+
+    def test_indices_replace_fps(self) -> None:
+        video = seed_decoder().options("video", {"indices": [0, 10, 20]})
+        assert (video.fps, video.num_frames, video.indices) == (None, None, (0, 10, 20))
+
+    def test_fps_replaces_indices(self) -> None:
+        decoder = MediaDecoder()
+        decoder.enable_video({"indices": [1, 2]})
+        video = decoder.options("video", {"fps": 1.0})
+        assert (video.fps, video.indices) == (1.0, None)
+
+    def test_time_window(self) -> None:
+        video = seed_decoder().options("video", {"start_seconds": 0, "end_seconds": 4.5})
+        assert (video.fps, video.start_seconds, video.end_seconds) == (2.0, 0, 4.5)
+
+    @pytest.mark.parametrize(
+        ("overrides", "message"),
+        [
+            (
+                {"sampling": "qwen3"},
+                r"Invalid media_io_kwargs\.video\.sampling \('qwen3'\)\. Supported values are "
+                "'uniform', 'qwen2_vl', 'llava_onevision', 'internvl'",
+            ),
+            ({"indices": list(range(129))}, r"129 indices, over max_frames \(128\)"),
+            ({"indices": [5, 1]}, r"media_io_kwargs\.video: indices must be strictly increasing"),
+            ({"indices": [1], "fps": 1.0}, r"fps and indices are mutually exclusive"),
+            ({"min_frames": 256}, r"min_frames \(256\) must be <= max_frames \(128\)"),
+            ({"end_seconds": 0}, r"media_io_kwargs\.video\.end_seconds must be > 0"),
+        ],
+    )
+    def test_bad_sampling_overrides(self, overrides: dict, message: str) -> None:
+        with pytest.raises(InvalidOptions, match=message):
+            seed_decoder().options("video", overrides)
+
+    def test_sampling_options_round_trip(self) -> None:
+        video = VideoOptions(sampling="internvl", indices=(1, 5), frames_multiple=2)
+        assert VideoOptions.from_dict(json.loads(json.dumps(video.to_dict()))) == video
 
     def test_both_in_one_request_is_an_error(self) -> None:
         with pytest.raises(InvalidOptions, match="mutually exclusive"):

@@ -1,3 +1,5 @@
+import dataclasses
+import inspect
 from pathlib import Path
 
 import pytest
@@ -11,10 +13,13 @@ from dynamo_media import (
     MediaDecoder,
     MediaFetcher,
     VideoLimits,
+    VideoOptions,
     decode_video,
     probe_video,
     sample_frame_indices,
 )
+from dynamo_media.config import SamplingRule
+from dynamo_media.sampling import SAMPLING_RULES
 from dynamo_media.transforms import CheckVideoLimits, Compose, DecodeVideo
 from tests.conftest import DEVICES
 from tests.media import CACHE, ffmpeg, numbered_video, read_frame_number
@@ -40,6 +45,24 @@ def clip(name: str = "h264.mp4") -> bytes:
 
 def numbers(frames: torch.Tensor) -> list[int]:
     return [read_frame_number(f) for f in frames]
+
+
+def vfr_clip() -> bytes:
+    """Frames 0-24 at 25 fps, then 10 fps: 2.5 s of 50 frames."""
+    src = numbered_video("vfr-src.mkv", codec=["-c:v", "ffv1"])
+    return ffmpeg(
+        "vfr.mp4",
+        "-i",
+        str(src),
+        "-vf",
+        "setpts='if(lt(N,25),N/25,1+(N-25)/10)/TB'",
+        "-fps_mode",
+        "vfr",
+        "-c:v",
+        "libx264",
+        "-g",
+        "25",
+    ).read_bytes()
 
 
 class TestDecodeVideo:
@@ -73,6 +96,63 @@ class TestDecodeVideo:
         with pytest.raises(InvalidOptions, match="80 frames requested but the video has only 50"):
             decode_video(clip(), num_frames=80, strict=True)
 
+    @pytest.mark.parametrize(
+        ("rule", "expected"),
+        [
+            ("uniform", [0, 16, 33, 49]),
+            ("qwen2_vl", [0, 12, 25, 37]),
+            ("llava_onevision", [0, 12, 25, 37]),
+            ("internvl", [6, 18, 31, 43]),
+        ],
+    )
+    @pytest.mark.parametrize("name", ["h264.mp4", "anim.gif"])
+    def test_sampling_rules(self, name: str, rule: SamplingRule, expected: list[int]) -> None:
+        out = decode_video(clip(name), sampling=rule, fps=2.0)
+        assert numbers(out.tensor) == out.metadata["frames_indices"] == expected
+
+    @pytest.mark.parametrize("rule", SAMPLING_RULES)
+    @pytest.mark.parametrize(
+        "kwargs",
+        [{"fps": 0.5}, {"num_frames": 7}, {"num_frames": 80}, {"max_frames": 9}, {"fps": 3.0}],
+    )
+    def test_sampling_rules_return_the_chosen_frames(
+        self, rule: SamplingRule, kwargs: dict
+    ) -> None:
+        out = decode_video(clip(), sampling=rule, **kwargs)
+        duration = out.metadata["source_duration_seconds"]
+        want = sample_frame_indices(50, duration, sampling=rule, **kwargs)
+        assert numbers(out.tensor) == out.metadata["frames_indices"] == want
+
+    def test_explicit_indices(self) -> None:
+        assert numbers(decode_video(clip(), indices=[0, 7, 49]).tensor) == [0, 7, 49]
+        assert numbers(decode_video(clip(), indices=(3, 60)).tensor) == [3]
+        with pytest.raises(InvalidOptions, match="indices up to 60 .* only 50 frames"):
+            decode_video(clip(), indices=[3, 60], strict=True)
+
+    @pytest.mark.parametrize("name", ["h264.mp4", "anim.gif", "vp9.webm"])
+    def test_time_window(self, name: str) -> None:
+        # [0.5, 1.5): frames 13 (pts 0.52) to 37 (pts 1.48)
+        out = decode_video(clip(name), num_frames=5, start_seconds=0.5, end_seconds=1.5)
+        assert numbers(out.tensor) == [13, 19, 25, 31, 37]
+        out = decode_video(clip(name), fps=3.0, start_seconds=0.52, end_seconds=1.48)
+        assert numbers(out.tensor) == [13, 36]  # floor(0.96 s * 3) = 2; frame 37 starts at 1.48
+        with pytest.raises(InvalidOptions, match="no frame starts in"):
+            decode_video(clip(name), start_seconds=2.5)
+
+    def test_time_window_reads_the_timestamps(self) -> None:
+        # Frames 25-34 show at 10 fps from 1.0 s; a constant rate would put 1.0-2.0 s at 25-49.
+        out = decode_video(
+            vfr_clip(), sampling="llava_onevision", start_seconds=1.0, end_seconds=2.0
+        )
+        assert numbers(out.tensor) == list(range(25, 35))
+        assert out.metadata["pts_seconds"][0] == pytest.approx(1.0, abs=1e-3)
+
+    def test_conflicts_fail_before_reading(self) -> None:
+        with pytest.raises(InvalidOptions, match="fps and indices are mutually exclusive"):
+            decode_video(b"", fps=1.0, indices=[1])
+        with pytest.raises(InvalidOptions, match=r"Invalid VideoOptions.sampling \('x'\)"):
+            decode_video(b"", sampling="x")  # type: ignore[arg-type]
+
     def test_metadata_and_layout(self) -> None:
         out = decode_video(clip(), num_frames=2, layout="THWC")
         assert out.tensor.shape == (2, 240, 320, 3)
@@ -84,22 +164,7 @@ class TestDecodeVideo:
         assert torch.equal(out.tensor, tchw.permute(0, 2, 3, 1))
 
     def test_variable_frame_rate(self) -> None:
-        # Frames 0-24 at 25 fps, then 10 fps: 2.5 s of 50 frames.
-        src = numbered_video("vfr-src.mkv", codec=["-c:v", "ffv1"])
-        vfr = ffmpeg(
-            "vfr.mp4",
-            "-i",
-            str(src),
-            "-vf",
-            "setpts='if(lt(N,25),N/25,1+(N-25)/10)/TB'",
-            "-fps_mode",
-            "vfr",
-            "-c:v",
-            "libx264",
-            "-g",
-            "25",
-        ).read_bytes()
-        out = decode_video(vfr, num_frames=5)
+        out = decode_video(vfr_clip(), num_frames=5)
         assert numbers(out.tensor) == [0, 12, 25, 37, 49]
         assert out.metadata["pts_seconds"] == pytest.approx([0.0, 0.48, 1.0, 2.2, 3.4], abs=1e-3)
 
@@ -216,6 +281,14 @@ class TestVideoLimits:
             decode_video(clip(), num_frames=11, limits=VideoLimits(max_alloc=10 * 320 * 240 * 3))
         assert decode_video(clip(), num_frames=10, max_pixels=160 * 120, limits=limits)
 
+    def test_max_alloc_counts_the_rules_frames(self) -> None:
+        limits = VideoLimits(max_alloc=3 * 320 * 240 * 3)
+        assert len(decode_video(clip(), fps=0.5, limits=limits).tensor) == 1
+        with pytest.raises(LimitExceeded, match="4 frames of 320x240"):  # qwen2_vl: min_frames 4
+            decode_video(clip(), sampling="qwen2_vl", fps=0.5, limits=limits)
+        with pytest.raises(LimitExceeded, match="4 frames of 320x240"):
+            CheckVideoLimits(limits, indices=[0, 1, 2, 3])(EncodedMedia.from_bytes(clip()))
+
 
 def _path(name: str) -> Path:
     """The cached file of a recorded command."""
@@ -241,9 +314,38 @@ class TestTransforms:
         with pytest.raises(InvalidOptions, match="num_frames=4 vs 16"):
             pipe(enc)
 
+    @pytest.mark.parametrize(
+        "options",
+        [
+            {"sampling": "internvl", "num_frames": 4},
+            {"indices": [1, 2, 40]},
+            {"start_seconds": 0.5, "end_seconds": 1.5, "num_frames": 3},
+            {"min_frames": 3, "fps": 0.5},
+            {"frames_multiple": 4, "num_frames": 7},
+        ],
+    )
+    def test_check_and_decode_agree_on_every_sampling_option(self, options: dict) -> None:
+        enc = EncodedMedia.from_bytes(clip(), mime="video/mp4")
+        checked = CheckVideoLimits(**options)(enc)
+        assert numbers(DecodeVideo(**options)(checked).tensor) == checked.probe.frames_indices
+        with pytest.raises(InvalidOptions, match="under other options"):
+            DecodeVideo(num_frames=4)(checked)
+
+    def test_disagreeing_rule_is_named(self) -> None:
+        enc = EncodedMedia.from_bytes(clip(), mime="video/mp4")
+        checked = CheckVideoLimits(sampling="internvl", num_frames=4)(enc)
+        with pytest.raises(InvalidOptions, match="sampling='internvl' vs 'uniform'"):
+            DecodeVideo(num_frames=4)(checked)
+
     def test_conflicting_options_fail_at_construction(self) -> None:
         with pytest.raises(InvalidOptions, match="mutually exclusive"):
             DecodeVideo(fps=2.0, num_frames=8)
+        with pytest.raises(InvalidOptions, match="num_frames and indices are mutually exclusive"):
+            CheckVideoLimits(num_frames=8, indices=[1])
+        with pytest.raises(InvalidOptions, match="indices and start_seconds/end_seconds"):
+            DecodeVideo(indices=[1], end_seconds=1.0)
+        with pytest.raises(InvalidOptions, match=r"min_frames \(8\) must be <= max_frames"):
+            DecodeVideo(min_frames=8, max_frames=4)
         with pytest.raises(InvalidOptions, match=r"Invalid VideoOptions.layout \('CTHW'\)"):
             DecodeVideo(layout="CTHW")  # type: ignore[arg-type]
 
@@ -257,3 +359,24 @@ class TestTransforms:
         assert "DecodeVideo(num_frames=3, max_frames=128)" in repr(pipe)
         assert numbers(pipe(url).tensor) == [0, 25, 49]
         assert numbers(decoder.pipeline("video", fetcher=fetcher)(url).tensor) == [0, 16, 33, 49]
+        # A rule keeps the configured fps; indices replace it.
+        pipe = decoder.pipeline("video", fetcher=fetcher, overrides={"sampling": "internvl"})
+        assert "DecodeVideo(sampling='internvl', fps=2.0, max_frames=128)" in repr(pipe)
+        assert numbers(pipe(url).tensor) == [6, 18, 31, 43]
+        pipe = decoder.pipeline("video", fetcher=fetcher, overrides={"indices": [1, 2, 3]})
+        assert numbers(pipe(url).tensor) == [1, 2, 3]
+
+
+class TestProbeSignatures:
+    """probe_video and CheckVideoLimits take VideoOptions' names, but the output's (layout);
+    tests/test_signatures.py checks decode_video and DecodeVideo."""
+
+    @staticmethod
+    def names(f: object) -> set[str]:
+        params = inspect.signature(f).parameters.values()  # type: ignore[arg-type]
+        return {p.name for p in params if p.name not in ("self", "source")}
+
+    def test_probe_video(self) -> None:
+        fields = {f.name for f in dataclasses.fields(VideoOptions)} - {"layout"}
+        assert self.names(probe_video) == fields | {"device"}
+        assert self.names(CheckVideoLimits.__init__) == fields | {"device"}

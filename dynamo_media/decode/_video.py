@@ -15,6 +15,12 @@ seeks to the keyframe before a sampled frame only when that is ahead of where it
 forward, and converts only the sampled frames to RGB; with ``max_pixels`` the resize happens
 inside that conversion.
 
+# Note [video window]
+``start_seconds`` / ``end_seconds`` select frames by their ``pts``, which the decoder's scan
+does not expose; only then, a second scan of the packets (torchcodec's ``VideoStream.scan``, no
+decoding) reads every frame's ``pts``. It orders frames as exact mode does, by ``pts``; should
+the two counts ever differ, the window is refused rather than guessed.
+
 # Note [video threads]
 torchcodec decodes with one FFmpeg thread by default, and ``num_ffmpeg_threads=0`` lets FFmpeg
 pick, which starts more threads than there are cores. Measured on 2 cores (32 frames; a 10 min
@@ -28,6 +34,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import torch
@@ -36,7 +43,6 @@ from torchcodec.transforms import Resize
 
 from dynamo_media._errors import (
     DecodeError,
-    InvalidOptions,
     LimitExceeded,
     NoMediaStream,
     decode_failures,
@@ -44,7 +50,7 @@ from dynamo_media._errors import (
 )
 from dynamo_media._media import DecodedMedia, options_hash
 from dynamo_media._options import format_bytes
-from dynamo_media.config import VideoLimits
+from dynamo_media.config import SamplingRule, VideoLimits, VideoOptions
 from dynamo_media.decode._riff import check_riff
 from dynamo_media.decode._source import Source, attached_probe, content_hash_of, read_source
 from dynamo_media.sampling import sample_frame_indices
@@ -132,9 +138,15 @@ def _open(data: bytes) -> Demuxer:
 def probe_video(
     source: Source,
     *,
+    sampling: SamplingRule = "uniform",
     num_frames: int | None = None,
     fps: float | None = None,
+    indices: Sequence[int] | None = None,
     max_frames: int | None = None,
+    min_frames: int | None = None,
+    frames_multiple: int | None = None,
+    start_seconds: float | None = None,
+    end_seconds: float | None = None,
     strict: bool = False,
     max_pixels: int | None = None,
     device: str = "cpu",
@@ -149,7 +161,8 @@ def probe_video(
 
     Raises:
         LimitExceeded: resolution, duration or ``n*H*W*3`` over the limits, naming what to lower.
-        InvalidOptions: strict mode and more frames asked for than the video has.
+        InvalidOptions: options in conflict; strict mode and more frames asked for than the
+            video (or the window) has; a window holding no frame.
         DecodeError: not a video; ``NoMediaStream`` (a subclass) when it has no video stream.
     """
     data = read_source(source)
@@ -187,13 +200,34 @@ def probe_video(
         raise LimitExceeded(
             f"video lasts {duration:.1f} s, over limits.max_duration_seconds ({max_seconds} s)"
         )
-    indices = sample_frame_indices(
-        total, duration, num_frames=num_frames, fps=fps, max_frames=max_frames, strict=strict
+    pts = None
+    if start_seconds is not None or end_seconds is not None:
+        with decode_failures("corrupt video container"):
+            pts = stream.scan().pts_seconds.tolist()  # Note [video window]
+        if len(pts) != total:
+            raise DecodeError(
+                f"the packet scan counts {len(pts)} frames and the decoder {total}; "
+                "sample this video without start_seconds/end_seconds"
+            )
+    chosen = sample_frame_indices(
+        total,
+        duration,
+        sampling=sampling,
+        num_frames=num_frames,
+        fps=fps,
+        indices=indices,
+        max_frames=max_frames,
+        min_frames=min_frames,
+        frames_multiple=frames_multiple,
+        start_seconds=start_seconds,
+        end_seconds=end_seconds,
+        pts_seconds=pts,
+        strict=strict,
     )
-    need = len(indices) * out_width * out_height * 3
+    need = len(chosen) * out_width * out_height * 3
     if need > limits.max_alloc:
         raise LimitExceeded(
-            f"{len(indices)} frames of {out_width}x{out_height} RGB need {format_bytes(need)}, "
+            f"{len(chosen)} frames of {out_width}x{out_height} RGB need {format_bytes(need)}, "
             f"over limits.max_alloc ({format_bytes(limits.max_alloc)}); lower fps, num_frames, "
             "max_frames or max_pixels"
         )
@@ -206,8 +240,8 @@ def probe_video(
         total_frames=total,
         duration_seconds=duration,
         fps=total / duration if duration > 0 else 0.0,
-        frames_indices=indices,
-        frames_to_decode=_frames_to_decode(indices, key_frames),
+        frames_indices=chosen,
+        frames_to_decode=_frames_to_decode(chosen, key_frames),
         decoder=decoder,
     )
 
@@ -246,23 +280,43 @@ def _decode_frames(
 def decode_video(
     source: Source,
     *,
+    sampling: SamplingRule = "uniform",
     num_frames: int | None = None,
     fps: float | None = None,
+    indices: Sequence[int] | None = None,
     max_frames: int | None = None,
+    min_frames: int | None = None,
+    frames_multiple: int | None = None,
+    start_seconds: float | None = None,
+    end_seconds: float | None = None,
     strict: bool = False,
     max_pixels: int | None = None,
     layout: Literal["TCHW", "THWC"] = "TCHW",
     device: str = "cpu",
     limits: VideoLimits = _DEFAULT_LIMITS,
 ) -> DecodedMedia:
-    """Decodes uniformly sampled frames of a video to ``uint8`` RGB.
+    """Decodes sampled frames of a video to ``uint8`` RGB.
+
+    The frames are those ``sample_frame_indices`` picks (see ``sampling.py``); the options
+    mean what they mean on ``VideoOptions``, and conflicting ones fail before any byte is read.
 
     Args:
         source: encoded bytes, a path, a binary file, or ``EncodedMedia`` (whose ``probe``,
             when ``CheckVideoLimits`` set it, is used as is).
+        sampling: the rule placing the frames: ``"uniform"``, ``"qwen2_vl"``,
+            ``"llava_onevision"`` or ``"internvl"``. Default: ``"uniform"``.
         num_frames: sample exactly this many frames. Default: ``None``.
         fps: sample this many frames per second of video. Default: ``None``.
+        indices: decode exactly these frames (strictly increasing; exclusive with ``fps``,
+            ``num_frames`` and a window). Default: ``None``.
         max_frames: cap on the samples. Default: ``None``.
+        min_frames: floor on a count from ``fps`` or all frames. Default: ``None`` (the
+            rule's).
+        frames_multiple: round the count down to a multiple of this. Default: ``None`` (the
+            rule's).
+        start_seconds: sample from frames whose ``pts`` is at or after this. Default: ``None``.
+        end_seconds: ... and before this: the window ``[start_seconds, end_seconds)``.
+            Default: ``None``.
         strict: fail when a sampled frame does not decode, or when more frames are asked for
             than the video has; otherwise drop or clamp. Default: ``False``.
         max_pixels: shrink frames inside the decoder to at most this many pixels (even sizes,
@@ -283,24 +337,31 @@ def decode_video(
     """
     if layout not in ("TCHW", "THWC"):
         raise ValueError(f"Invalid layout ({layout!r}). Supported values are 'TCHW', 'THWC'.")
-    if fps is not None and num_frames is not None:
-        raise InvalidOptions("fps and num_frames are mutually exclusive; set only one of them")
-    data = read_source(source)
     sample: dict[str, Any] = {
+        "sampling": sampling,
         "num_frames": num_frames,
         "fps": fps,
+        "indices": None if indices is None else tuple(indices),  # as VideoOptions holds them
         "max_frames": max_frames,
+        "min_frames": min_frames,
+        "frames_multiple": frames_multiple,
+        "start_seconds": start_seconds,
+        "end_seconds": end_seconds,
+    }
+    VideoOptions(**sample)  # the schema checks them (values, conflicts) before a byte is read
+    data = read_source(source)
+    sample |= {
         "strict": strict,
         "max_pixels": max_pixels,
         "device": device,
         "limits": limits,
     }
     probe = attached_probe(source, VideoProbe, **sample) or probe_video(data, **sample)
-    frames, indices, pts = _decode_frames(data, probe, strict)
+    frames, kept, pts = _decode_frames(data, probe, strict)
     if layout == "THWC":
         frames = frames.permute(0, 2, 3, 1)
     metadata: dict[str, Any] = {
-        "frames_indices": indices,
+        "frames_indices": kept,
         "pts_seconds": pts,
         "source_fps": probe.fps,
         "source_duration_seconds": probe.duration_seconds,

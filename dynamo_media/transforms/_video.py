@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from dynamo_media._media import EncodedMedia, ProbedMedia
 from dynamo_media._options import changed_fields, format_bytes
-from dynamo_media.config import VideoLimits, VideoOptions
+from dynamo_media.config import SAMPLING_OPTIONS, SamplingRule, VideoLimits, VideoOptions
 from dynamo_media.decode import decode_video, probe_video
 from dynamo_media.transforms._transform import DecodeTransform, Transform
 
 __all__ = ["CheckVideoLimits", "DecodeVideo"]
 
-_SAMPLING = ("num_frames", "fps", "max_frames", "strict", "max_pixels")
+# What CheckVideoLimits passes to probe_video: the options that choose the frames and their size.
+_SAMPLING = (*SAMPLING_OPTIONS, "strict", "max_pixels")
 
 
 class CheckVideoLimits(Transform):
@@ -25,7 +27,8 @@ class CheckVideoLimits(Transform):
 
     Args:
         limits: the limits. Default: ``VideoLimits()``.
-        num_frames, fps, max_frames, strict, max_pixels: the sample, as ``decode_video``.
+        sampling, num_frames, fps, indices, max_frames, min_frames, frames_multiple,
+            start_seconds, end_seconds, strict, max_pixels: the sample, as ``decode_video``.
         device: where the opened decoder decodes (NVDEC for ``"cuda"``). Default: ``"cpu"``.
     """
 
@@ -35,18 +38,30 @@ class CheckVideoLimits(Transform):
         self,
         limits: VideoLimits | None = None,
         *,
+        sampling: SamplingRule = "uniform",
         num_frames: int | None = None,
         fps: float | None = None,
+        indices: Sequence[int] | None = None,
         max_frames: int | None = None,
+        min_frames: int | None = None,
+        frames_multiple: int | None = None,
+        start_seconds: float | None = None,
+        end_seconds: float | None = None,
         strict: bool = False,
         max_pixels: int | None = None,
         device: str = "cpu",
     ) -> None:
         self.device = device
         self.options = VideoOptions(
+            sampling=sampling,
             num_frames=num_frames,
             fps=fps,
+            indices=None if indices is None else tuple(indices),
             max_frames=max_frames,
+            min_frames=min_frames,
+            frames_multiple=frames_multiple,
+            start_seconds=start_seconds,
+            end_seconds=end_seconds,
             strict=strict,
             max_pixels=max_pixels,
             limits=limits or VideoLimits(),
@@ -71,9 +86,10 @@ class CheckVideoLimits(Transform):
 
 
 class DecodeVideo(DecodeTransform):
-    """Decodes uniformly sampled frames to ``uint8`` RGB. Functional twin: ``decode_video``.
+    """Decodes sampled frames to ``uint8`` RGB. Functional twin: ``decode_video``.
 
-    Options are checked at construction (``fps`` with ``num_frames`` is ``InvalidOptions``).
+    Options are checked at construction (``fps`` with ``num_frames``, or ``indices`` with either,
+    is ``InvalidOptions``, naming the keys).
     Args: as ``decode_video``.
     """
 
@@ -82,9 +98,15 @@ class DecodeVideo(DecodeTransform):
     def __init__(
         self,
         *,
+        sampling: SamplingRule = "uniform",
         num_frames: int | None = None,
         fps: float | None = None,
+        indices: Sequence[int] | None = None,
         max_frames: int | None = None,
+        min_frames: int | None = None,
+        frames_multiple: int | None = None,
+        start_seconds: float | None = None,
+        end_seconds: float | None = None,
         strict: bool = False,
         max_pixels: int | None = None,
         layout: Literal["TCHW", "THWC"] = "TCHW",
@@ -92,9 +114,15 @@ class DecodeVideo(DecodeTransform):
         limits: VideoLimits | None = None,
     ) -> None:
         self.options = VideoOptions(
+            sampling=sampling,
             num_frames=num_frames,
             fps=fps,
+            indices=None if indices is None else tuple(indices),
             max_frames=max_frames,
+            min_frames=min_frames,
+            frames_multiple=frames_multiple,
+            start_seconds=start_seconds,
+            end_seconds=end_seconds,
             strict=strict,
             max_pixels=max_pixels,
             layout=layout,
