@@ -1,4 +1,4 @@
-"""Image decoding: limits from the header first, then torchvision.io (or Pillow for the rest).
+"""Image decoding: limits from the header first, then torchcodec (or Pillow for the rest).
 
 JPEG, PNG and still WebP decode with torchcodec's image decoders (libjpeg-turbo, libpng,
 libwebp): as fast as torchvision.io and 1.8-2.1x faster than Pillow on JPEG, and unlike
