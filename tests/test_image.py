@@ -171,7 +171,7 @@ class TestDecodeImage:
         assert png.tensor.device.type == device
 
     def test_bad_arguments(self) -> None:
-        with pytest.raises(ValueError, match=r"Invalid layout \('CWH'\)"):
+        with pytest.raises(InvalidOptions, match=r"Invalid ImageOptions.layout \('CWH'\)"):
             decode_image(b"", layout="CWH")  # type: ignore[arg-type]
 
 

@@ -22,7 +22,7 @@ from torchcodec.decoders import AudioDecoder
 from dynamo_media._errors import DecodeError, LimitExceeded, NoMediaStream, native_reason
 from dynamo_media._media import DecodedMedia, options_hash
 from dynamo_media._options import format_bytes
-from dynamo_media.config import AudioLimits
+from dynamo_media.config import AudioLimits, AudioOptions
 from dynamo_media.decode._audio_frames import check_frame_layout
 from dynamo_media.decode._riff import check_riff
 from dynamo_media.decode._source import Source, attached_probe, content_hash_of, read_source
@@ -201,9 +201,6 @@ def decode_audio(
         LimitExceeded: over a limit, from the header or while decoding.
         DecodeError: not audio, or nothing decodable.
     """
-    if layout not in ("CN", "NC"):
-        raise ValueError(f"Invalid layout ({layout!r}). Supported values are 'CN', 'NC'.")
-    data = read_source(source)
     output: dict[str, Any] = {
         "sample_rate": sample_rate,
         "num_channels": num_channels,
@@ -211,6 +208,8 @@ def decode_audio(
         "stop_seconds": stop_seconds,
         "limits": limits,
     }
+    AudioOptions(**output, layout=layout)  # the schema checks them before a byte is read
+    data = read_source(source)
     probe = attached_probe(source, AudioProbe, **output) or probe_audio(data, **output)
     samples = _decode_chunks(data, probe, limits)
     if layout == "NC":

@@ -29,7 +29,7 @@ from torchcodec import decoders as tcd
 from dynamo_media._errors import DecodeError, LimitExceeded, decode_failures
 from dynamo_media._media import DecodedMedia, options_hash
 from dynamo_media._options import format_bytes
-from dynamo_media.config import ImageLimits
+from dynamo_media.config import ImageLimits, ImageOptions
 from dynamo_media.decode._image_header import ImageInfo, probe_image
 from dynamo_media.decode._source import Source, attached_probe, content_hash_of, read_source
 
@@ -153,10 +153,8 @@ def decode_image(
         LimitExceeded: the header says the image is over the limits.
         DecodeError: empty, truncated, corrupt or unrecognised data, naming the format.
     """
-    if mode not in ("RGB", "RGBA"):
-        raise ValueError(f"Invalid mode ({mode!r}). Supported values are 'RGB', 'RGBA'.")
-    if layout not in ("CHW", "HWC"):
-        raise ValueError(f"Invalid layout ({layout!r}). Supported values are 'CHW', 'HWC'.")
+    # The schema checks the options (one validation point) before a byte is read.
+    ImageOptions(mode=mode, layout=layout, background=background, limits=limits)  # type: ignore[arg-type]
     data = read_source(source)
     info = attached_probe(source, ImageInfo, mode=mode, limits=limits) or probe_image(data)
     check_image_limits(info, mode=mode, limits=limits)

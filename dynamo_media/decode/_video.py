@@ -335,8 +335,6 @@ def decode_video(
         LimitExceeded, InvalidOptions, DecodeError: see ``probe_video``; ``DecodeError`` also
         for a frame that fails in strict mode.
     """
-    if layout not in ("TCHW", "THWC"):
-        raise ValueError(f"Invalid layout ({layout!r}). Supported values are 'TCHW', 'THWC'.")
     sample: dict[str, Any] = {
         "sampling": sampling,
         "num_frames": num_frames,
@@ -348,14 +346,11 @@ def decode_video(
         "start_seconds": start_seconds,
         "end_seconds": end_seconds,
     }
-    VideoOptions(**sample)  # the schema checks them (values, conflicts) before a byte is read
+    sample |= {"strict": strict, "max_pixels": max_pixels, "limits": limits}
+    # The schema checks them (values, conflicts) before a byte is read.
+    VideoOptions(**sample, layout=layout)
     data = read_source(source)
-    sample |= {
-        "strict": strict,
-        "max_pixels": max_pixels,
-        "device": device,
-        "limits": limits,
-    }
+    sample["device"] = device
     probe = attached_probe(source, VideoProbe, **sample) or probe_video(data, **sample)
     frames, kept, pts = _decode_frames(data, probe, strict)
     if layout == "THWC":
