@@ -1,12 +1,13 @@
-"""NIXL hand-off: per-tensor ``register_memory`` against the registration pool (one copy into a
-pre-registered region), and transfer throughput between two processes beside a plain
-``torch.Tensor.copy_`` (memcpy), the physical ceiling.
+"""NIXL hand-off: the pool's copy into a pre-registered region against zero-copy registration in
+place, per size (Note [zero-copy threshold] in ``dynamo_media/nixl/_pool.py`` takes its numbers
+from here), and transfer throughput between two processes beside a plain ``torch.Tensor.copy_``
+(memcpy), the physical ceiling.
 
-A registration changes the agent's metadata, and a backend can only read memory it has the
-current metadata for: per-tensor registration therefore costs, besides the call itself, fresh
-metadata on the frontend and ``add_remote_agent`` on the backend for every item. Both are timed
-here (the backend's side with a second agent in this process); with the pool the metadata never
-changes and backends cache it.
+A zero-copy registration changes the agent's metadata, so it costs, besides the
+``register_memory`` call, fresh metadata on the frontend and a metadata load on the backend for
+every item; with the pool the metadata never changes and backends cache it. The frontend's side
+is timed alone, then the whole hand-off: register, a second process reads (metadata load,
+transfer, lease-word check), release.
 
     python -m benchmarks.nixl [--quick]
 """
@@ -15,68 +16,85 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 
 import torch
 
 from benchmarks._common import Row, interleaved, machine, report, table, versions
 from dynamo_media import DecodedMedia
-from dynamo_media.nixl import (
-    NixlAgent,
-    RegistrationPool,
-    decode_metadata,
-    get_agent,
-    register_media,
-)
+from dynamo_media.nixl import RegistrationPool, get_agent, register_media
 from tests.nixl_peer import Peer
 
-SIZES = {"1 MB": 1 << 20, "25 MB": 25 << 20, "250 MB": 250 << 20}
+KiB, MiB = 1 << 10, 1 << 20
+SIZES = {
+    "64 KiB": 64 * KiB,
+    "256 KiB": 256 * KiB,
+    "1 MiB": MiB,
+    "2 MiB": 2 * MiB,
+    "4 MiB": 4 * MiB,
+    "25 MB": 25 * MiB,
+    "250 MB": 250 * MiB,
+}
+QUICK = ("64 KiB", "1 MiB", "25 MB")
+COPY, ZERO_COPY = "pool (copy into region)", "zero-copy (register in place)"
+
+
+def handoffs(
+    media: DecodedMedia, pools: dict[str, RegistrationPool], peer: Peer
+) -> tuple[dict[str, Callable[[], object]], dict[str, Callable[[], object]]]:
+    """For each path: the frontend's register and release alone, and the whole hand-off."""
+
+    def frontend(pool: RegistrationPool) -> Callable[[], object]:
+        return lambda: register_media(media, pool).release()
+
+    def end_to_end(pool: RegistrationPool) -> Callable[[], object]:
+        def run() -> None:
+            registered = register_media(media, pool)
+            got = peer.read(registered.descriptor, sha256=False)
+            registered.release()
+            if "error" in got:
+                raise RuntimeError(got["error"])
+
+        return run
+
+    return (
+        {name: frontend(pool) for name, pool in pools.items()},
+        {name: end_to_end(pool) for name, pool in pools.items()},
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
-    repeats = 3 if args.quick else 7
-    sizes = dict(list(SIZES.items())[:2]) if args.quick else SIZES
-    pool = RegistrationPool(get_agent(), capacity_bytes=600 << 20)
-    agent, backend = NixlAgent(), NixlAgent()  # per-tensor frontend, and a reader beside it
+    repeats = 3 if args.quick else 9
+    sizes = {k: v for k, v in SIZES.items() if k in QUICK} if args.quick else SIZES
+    pools = {
+        COPY: RegistrationPool(get_agent(), capacity_bytes=600 * MiB, zero_copy_min_bytes=None),
+        ZERO_COPY: RegistrationPool(get_agent(), capacity_bytes=600 * MiB, zero_copy_min_bytes=1),
+    }
     peer = Peer()
-    reg_rows, xfer_rows = [], []
+    reg_rows, e2e_rows, xfer_rows = [], [], []
     try:
+        # The peer's start (importing torch) and its first connection are not what is measured.
+        warm = register_media(DecodedMedia(torch.zeros(64), "image", {}), pools[COPY])
+        peer.read(warm.descriptor, sha256=False)
+        warm.release()
         for name, nbytes in sizes.items():
             tensor = torch.randint(0, 255, (nbytes,), dtype=torch.uint8)
             media = DecodedMedia(tensor, "image", {})
-
-            def register_call(t: torch.Tensor = tensor) -> None:
-                agent.deregister(agent.register(t))
-
-            def per_tensor(t: torch.Tensor = tensor) -> None:
-                handle = agent.register(t)
-                metadata = agent.metadata()  # changed by the registration
-                backend._agent.add_remote_agent(decode_metadata(metadata))
-                backend._agent.remove_remote_agent(agent.name)
-                agent.deregister(handle)
-
-            def pooled(m: DecodedMedia = media) -> None:
-                register_media(m, pool).release()
-
-            methods = {
-                "dynamo-media pool (copy into region)": pooled,
-                "register_memory per tensor, with metadata exchange": per_tensor,
-                "register_memory call alone": register_call,
-            }
-            reg_rows.append(Row(name, interleaved(methods, repeats=repeats)))
+            frontend, end_to_end = handoffs(media, pools, peer)
+            reg_rows.append(Row(name, interleaved(frontend, repeats=repeats)))
             print(reg_rows[-1])
+            e2e_rows.append(Row(name, interleaved(end_to_end, repeats=repeats)))
+            print(e2e_rows[-1])
 
             dst = torch.empty_like(tensor)
-            registered = register_media(media, pool)
-            peer.read(registered.descriptor)  # connect once
             reads = []
             for _ in range(repeats):
+                registered = register_media(media, pools[COPY])
+                reads.append(peer.read(registered.descriptor, sha256=False)["seconds"])
                 registered.release()
-                registered = register_media(media, pool)
-                reads.append(peer.read(registered.descriptor)["seconds"])
-            registered.release()
             start = time.perf_counter()
             for _ in range(repeats):
                 dst.copy_(tensor)
@@ -92,10 +110,14 @@ def main() -> None:
             print(xfer_rows[-1])
     finally:
         peer.close()
-        pool.close()
+        for pool in pools.values():
+            pool.close()
     head = f"Machine: {machine()}; {versions('torch', 'nixl')}\n\n"
-    text = head + table("Registration: per tensor against the pool (median)", reg_rows)
-    text += "\n" + table("Transfer between two processes (median)", xfer_rows)
+    text = head + table("Frontend: register and release (median)", reg_rows)
+    text += "\n" + table("Hand-off: register, read by a second process, release (median)", e2e_rows)
+    text += "\n" + table(
+        "Transfer between two processes, pool item, read alone (median)", xfer_rows
+    )
     report("nixl", text)
 
 

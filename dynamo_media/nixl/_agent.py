@@ -66,6 +66,13 @@ class NixlAgent:
         self._lock = threading.Lock()
         self._metadata: str | None = None
         self._remotes: dict[str, str] = {}
+        self._registered = 0
+
+    @property
+    def registrations(self) -> int:
+        """Memory registrations held now (``register`` calls not yet deregistered)."""
+        with self._lock:
+            return self._registered
 
     def register(self, tensor: torch.Tensor) -> Any:
         """Registers a contiguous tensor's memory; returns the handle for ``deregister``."""
@@ -73,6 +80,7 @@ class NixlAgent:
             raise ValueError("only contiguous tensors can be registered")
         with self._lock:
             handle = self._agent.register_memory(tensor)
+            self._registered += 1
             self._metadata = None  # the metadata carries the registrations
         return handle
 
@@ -80,6 +88,7 @@ class NixlAgent:
         """Releases a registration made by ``register``."""
         with self._lock:
             self._agent.deregister_memory(handle)
+            self._registered -= 1
             self._metadata = None
 
     def metadata(self) -> str:
@@ -90,11 +99,15 @@ class NixlAgent:
             return self._metadata
 
     def _remote(self, metadata: str) -> str:
+        # A frontend's metadata changes with every zero-copy registration; loading the new one
+        # over the known agent merges it (measured: microseconds, no reconnection), so only the
+        # latest metadata per agent is remembered.
         key = hashlib.sha256(metadata.encode()).hexdigest()
         name = self._remotes.get(key)
         if name is None:
             added = self._agent.add_remote_agent(decode_metadata(metadata))
             name = added.decode() if isinstance(added, bytes) else str(added)
+            self._remotes = {k: n for k, n in self._remotes.items() if n != name}
             self._remotes[key] = name
         return name
 

@@ -1,15 +1,16 @@
-"""The wire format a backend receives: Dynamo's decoded-media descriptor, plus a lease guard.
+"""The wire format a backend receives: Dynamo's decoded-media descriptor, plus a lease.
 
     {"nixl_metadata": "b64:<base64(zlib(agent metadata))>",
      "nixl_descriptor": {"addr": ..., "size": ..., "mem_type": "Dram", "device_id": 0},
      "shape": [3, 1080, 1920], "dtype": "UINT8",
      "metadata": {"Image": {"format": "jpeg", "layout": "CHW"}},
      "content_hash": "...",
-     "lease": {"id": 17, "guard_bytes": 16}}
+     "lease": {"id": 17, "guard_bytes": 16, "word_addr": ...}}
 
 ``addr``/``size`` are the tensor's bytes exactly, so a Dynamo reader that ignores ``lease`` reads
-the right data. Our reader also reads the guard words around them (Note [lease guards] in
-``_pool.py``) and refuses a region that was released.
+the right data. Our reader also reads the guard words around a pool region (``guard_bytes`` on
+each side; 0 for a zero-copy tensor) and, after the data, the lease word at ``word_addr``, and
+refuses a lease that was released (Notes [lease guards] and [stale reads] in ``_pool.py``).
 """
 
 from __future__ import annotations

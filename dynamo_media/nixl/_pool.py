@@ -1,9 +1,11 @@
-"""The registration pool: large slabs registered with NIXL once, lent out region by region.
+"""The registration pool: a slab registered with NIXL once, lent out region by region; and
+zero-copy leases of large contiguous tensors registered where they are, under the same budget.
 
-A request then costs no registration call: its decoded tensor is copied into a region (one copy,
+A small item costs no registration call: its decoded tensor is copied into a region (one copy,
 which also makes a ``CHW`` view contiguous, see Note [layout views] in decode/_image.py) and the
-region's address goes on the wire. The pool is bounded: when it is full a caller waits up to
-``wait_ms`` and then gets ``Overloaded`` (503), never unbounded growth.
+region's address goes on the wire. A large contiguous one is registered in place (Note [zero-copy
+threshold]). Both count against one byte budget, ``capacity_bytes``: when it is spent a caller
+waits up to ``wait_ms`` and then gets ``Overloaded`` (503), never unbounded growth.
 
 # Note [lease guards]
 NIXL reads are one-sided: the frontend does not see them, so a backend holding a stale
@@ -12,10 +14,48 @@ Each region is therefore framed by two 16-byte guard words, ``(magic, lease id)`
 is lent and wiped when it is released. The reader reads the guards with the data (one transfer)
 and refuses the data unless both match the lease id in its descriptor.
 
+# Note [stale reads]
+NIXL does not refuse a read of memory that was deregistered: a reader that cached the frontend's
+metadata reads whatever lives at the address now (measured with UCX between two processes: the
+stale descriptor returned the new bytes). Nor does one transfer promise the order in which it
+reads the guards and the data. So every lease also has a *lease word* in the slab (a region's
+first guard; for a zero-copy lease a 16-byte slot of its own), named by ``lease.word_addr`` in the
+descriptor, and the reader reads it in a second transfer, after the data has arrived. Release
+wipes the word before the memory can be lent again, deregistered or freed, and lease ids are never
+reused; so a word that still holds the lease id after the data was read proves the data was the
+item's for the whole read. Otherwise the reader raises ``ReadError``.
+
+# Note [zero-copy threshold]
+Copying into the pool costs a memcpy that grows with the item; registering in place costs a
+``register_memory`` call and fresh agent metadata (a registration changes it) on the frontend, and
+loading that metadata on the backend (merged over the known agent, no reconnection), whatever the
+size. Measured with ``benchmarks/nixl.py`` (2-core AMD EPYC shared with other jobs, DRAM over UCX,
+nothing pinned; medians of 9), pool copy vs zero-copy, in ms:
+
+    size      frontend: register+release   hand-off: register, peer reads, release
+    64 KiB    0.059 vs 0.071               2.09 vs 2.07
+    256 KiB   0.063 vs 0.062               0.75 vs 1.45
+    1 MiB     0.072 vs 0.065               0.85 vs 1.27
+    4 MiB     0.117 vs 0.067               2.05 vs 1.48
+    25 MB     1.13  vs 0.118               6.46 vs 4.80
+    250 MB    15.8  vs 0.223               182  vs 163
+
+Up to 1 MiB the frontend costs are equal and the hand-off is cheaper with the pool (the backend
+caches its metadata); from 4 MiB zero-copy is as cheap or cheaper in both, and the copy grows
+linearly. Three more runs on the busy machine put the pool's copy of small items at 2-4 ms
+(unexplained; a wait, not a copy), and from 4 MiB up zero-copy was never slower on the frontend
+and at most 2% slower for the hand-off (benchmarks/results/nixl.md keeps the last run). Tensors
+of at least ``DEFAULT_ZERO_COPY_MIN_BYTES`` = 4 MiB are therefore registered in place: a 1080p
+RGB frame (6.2 MB) is, a 720p one (2.8 MB) is copied. On RDMA NICs a registration pins memory
+and costs more; measure there before lowering it.
+
 # Note [early free]
-A backend's READ carries the notification ``dm-read:<lease id>``. A listener thread polls the
-agent's notifications and releases those leases at once, so a region returns to the pool as
-soon as the backend has its bytes, not only when the whole request ends.
+A backend's last READ (the lease word's, after the data: Note [stale reads]) carries the
+notification ``dm-read:<lease id>``. A listener thread polls the agent's notifications and
+releases those leases at once, so a lease returns to the pool as soon as the backend has its
+bytes, not only when the whole request ends. Lease ids are unique in the process, not only in a
+pool: two pools on one agent (tests, benchmarks) share its notifications, and a pool ignores ids
+it did not lend (that lease then frees when released).
 """
 
 from __future__ import annotations
@@ -33,7 +73,13 @@ from dynamo_media._errors import LimitExceeded, Overloaded
 from dynamo_media._options import format_bytes
 from dynamo_media.nixl._agent import NixlAgent, get_agent
 
-__all__ = ["GUARD_BYTES", "READ_NOTIFICATION", "Region", "RegistrationPool", "guard_word"]
+__all__ = [
+    "GUARD_BYTES",
+    "READ_NOTIFICATION",
+    "Region",
+    "RegistrationPool",
+    "guard_word",
+]
 
 GUARD_BYTES = 16
 READ_NOTIFICATION = b"dm-read:"
@@ -41,6 +87,8 @@ _MAGIC = 0x444D4C45415345  # "DMLEASE"
 _ALIGN = 256
 DEFAULT_CAPACITY = 2 << 30
 DEFAULT_WAIT_MS = 2000
+DEFAULT_ZERO_COPY_MIN_BYTES = 4 << 20  # Note [zero-copy threshold]
+_LEASE_IDS = itertools.count(1)  # process-wide: Note [early free]
 
 
 def guard_word(lease_id: int) -> torch.Tensor:
@@ -53,47 +101,77 @@ def _round_up(n: int) -> int:
 
 
 class Region:
-    """A lent span of the pool: ``[guard][data][guard]``.
+    """A lease: a span of the slab, ``[guard][data][guard]``, or for a zero-copy lease the
+    caller's own memory, registered in place, with a lease word in a slab span of its own.
 
     Attributes:
-        lease_id: unique per lending; goes into the descriptor and the guards.
-        offset: where the span starts in the slab.
+        lease_id: unique per lending, never reused; goes into the descriptor and the words.
+        offset: where the span starts in the slab; its first 16 bytes are the lease word.
         nbytes: the data's size.
-        data: a ``uint8`` view of the data bytes.
+        data: a ``uint8`` view of the data bytes (the slab's, or the caller's tensor).
+        zero_copy: whether ``data`` is the caller's memory registered in place.
     """
 
-    def __init__(self, pool: RegistrationPool, lease_id: int, offset: int, span: int, nbytes: int):
+    def __init__(
+        self,
+        pool: RegistrationPool,
+        lease_id: int,
+        offset: int,
+        span: int,
+        nbytes: int,
+        data: torch.Tensor | None = None,
+    ):
         self.pool = pool
         self.lease_id = lease_id
         self.offset = offset
         self.span = span
         self.nbytes = nbytes
-        self.data = pool.slab[offset + GUARD_BYTES : offset + GUARD_BYTES + nbytes]
+        self.zero_copy = data is not None
+        if data is None:
+            data = pool.slab[offset + GUARD_BYTES : offset + GUARD_BYTES + nbytes]
+        self.data = data
+        self.handle: Any = None  # the in-place registration of a zero-copy lease
         self.released = False
 
     @property
     def addr(self) -> int:
-        """The data's address (the guards sit just before and after)."""
+        """The data's address (for a pool region the guards sit just before and after)."""
         return int(self.data.data_ptr())
 
+    @property
+    def word_addr(self) -> int:
+        """The lease word's address (Note [stale reads])."""
+        return int(self.pool.slab[self.offset :].data_ptr())
+
+    @property
+    def budget_bytes(self) -> int:
+        """What the lease counts against the pool's capacity."""
+        return self.span + self.nbytes if self.zero_copy else self.span
+
     def release(self) -> None:
-        """Returns the region to the pool; a second call does nothing."""
+        """Returns the lease to the pool; a second call does nothing."""
         self.pool.release(self)
 
     def __repr__(self) -> str:
         state = "released" if self.released else "lent"
-        return f"Region(lease_id={self.lease_id}, nbytes={self.nbytes}, {state})"
+        kind = ", zero_copy=True" if self.zero_copy else ""
+        return f"Region(lease_id={self.lease_id}, nbytes={self.nbytes}{kind}, {state})"
 
 
 class RegistrationPool:
-    """Pre-registered memory for decoded tensors, handed out in regions.
+    """Pre-registered memory for decoded tensors, handed out in regions, and zero-copy leases
+    of large contiguous tensors, all under one byte budget.
 
     Args:
         agent: the NIXL agent that registers the slab. Default: the process-wide agent.
-        capacity_bytes: the slab's size; virtual until used. Default: 2 GiB.
+        capacity_bytes: the byte budget, and the slab's size (virtual until used).
+            Default: 2 GiB.
         device: ``"cpu"`` (pinned host memory where CUDA exists) or ``"cuda"`` (VRAM).
             Default: ``"cpu"``.
         wait_ms: how long ``lend`` waits for room before ``Overloaded``. Default: 2000.
+        zero_copy_min_bytes: contiguous tensors on the pool's device of at least this size are
+            registered in place (``register_media``); ``None`` never does. Default: 4 MiB
+            (Note [zero-copy threshold]).
     """
 
     def __init__(
@@ -103,6 +181,7 @@ class RegistrationPool:
         capacity_bytes: int = DEFAULT_CAPACITY,
         device: str = "cpu",
         wait_ms: int = DEFAULT_WAIT_MS,
+        zero_copy_min_bytes: int | None = DEFAULT_ZERO_COPY_MIN_BYTES,
     ) -> None:
         self.agent = agent or get_agent()
         self.device = torch.device(device)
@@ -112,10 +191,12 @@ class RegistrationPool:
         )
         self.capacity = capacity_bytes
         self.wait_ms = wait_ms
+        self.zero_copy_min_bytes = zero_copy_min_bytes
         self._handle = self.agent.register(self.slab)
         self._free: list[tuple[int, int]] = [(0, capacity_bytes)]  # sorted (offset, size)
         self._lent: dict[int, Region] = {}
-        self._ids = itertools.count(1)
+        self._used = 0  # the budget spent: every lease's budget_bytes
+        self._blank = torch.zeros(GUARD_BYTES, dtype=torch.uint8, device=self.device)
         self._cond = threading.Condition()
         self._listener: threading.Thread | None = None
         self._closed = False
@@ -132,14 +213,25 @@ class RegistrationPool:
 
     @property
     def lent_bytes(self) -> int:
-        """Bytes lent out now (guards and alignment included)."""
+        """Budget spent now: regions with guards and alignment, zero-copy tensors and words."""
         with self._cond:
-            return sum(r.span for r in self._lent.values())
+            return self._used
 
     @property
     def lent_regions(self) -> int:
+        """Leases held now, regions and zero-copy."""
         with self._cond:
             return len(self._lent)
+
+    def zero_copy(self, tensor: torch.Tensor) -> bool:
+        """Whether ``register_media`` registers ``tensor`` in place rather than copying it: it is
+        contiguous, on the pool's device, and at least ``zero_copy_min_bytes``."""
+        return (
+            self.zero_copy_min_bytes is not None
+            and tensor.is_contiguous()
+            and tensor.device == self.slab.device
+            and tensor.numel() * tensor.element_size() >= max(1, self.zero_copy_min_bytes)
+        )
 
     def _take(self, span: int) -> int | None:
         for i, (offset, size) in enumerate(self._free):
@@ -151,6 +243,39 @@ class RegistrationPool:
                 return offset
         return None
 
+    def _reserve(
+        self, span: int, nbytes: int, data: torch.Tensor | None, wait_ms: int | None
+    ) -> Region:
+        """Waits for a slab span and room in the budget, and records the lease."""
+        budget = span + nbytes if data is not None else span
+        if budget > self.capacity:
+            raise LimitExceeded(
+                f"an item of {format_bytes(nbytes)} is larger than the NIXL registration pool "
+                f"({format_bytes(self.capacity)}); raise the pool's capacity or the item's limits"
+            )
+        deadline = time.monotonic() + (self.wait_ms if wait_ms is None else wait_ms) / 1000
+        with self._cond:
+            while self._used + budget > self.capacity or (offset := self._take(span)) is None:
+                left = deadline - time.monotonic()
+                if left <= 0 or self._closed:
+                    raise Overloaded(
+                        f"the NIXL registration pool is full ({format_bytes(self._used)} of "
+                        f"{format_bytes(self.capacity)} lent in {len(self._lent)} leases); "
+                        "retry later"
+                    )
+                self._cond.wait(left)
+            region = Region(self, next(_LEASE_IDS), offset, span, nbytes, data)
+            self._lent[region.lease_id] = region
+            self._used += budget
+        return region
+
+    def _write_words(self, region: Region, word: torch.Tensor) -> None:
+        start = region.offset
+        self.slab[start : start + GUARD_BYTES].copy_(word)
+        if not region.zero_copy:
+            end = start + GUARD_BYTES + region.nbytes
+            self.slab[end : end + GUARD_BYTES].copy_(word)
+
     def lend(self, nbytes: int, *, wait_ms: int | None = None) -> Region:
         """Lends a region of ``nbytes`` data bytes, waiting for room if the pool is full.
 
@@ -158,42 +283,52 @@ class RegistrationPool:
             LimitExceeded: the item is larger than the whole pool.
             Overloaded: no room within ``wait_ms``.
         """
-        span = _round_up(nbytes + 2 * GUARD_BYTES)
-        if span > self.capacity:
-            raise LimitExceeded(
-                f"an item of {format_bytes(nbytes)} is larger than the NIXL registration pool "
-                f"({format_bytes(self.capacity)}); raise the pool's capacity or the item's limits"
+        region = self._reserve(_round_up(nbytes + 2 * GUARD_BYTES), nbytes, None, wait_ms)
+        self._write_words(region, guard_word(region.lease_id).to(self.device))
+        return region
+
+    def lend_in_place(self, tensor: torch.Tensor, *, wait_ms: int | None = None) -> Region:
+        """Registers a contiguous tensor where it is and lends it as a zero-copy lease; its bytes
+        count against the budget until ``release``, which wipes the lease word and deregisters.
+
+        Raises:
+            ValueError: the tensor is not contiguous or not on the pool's device.
+            LimitExceeded: the tensor is larger than the whole pool.
+            Overloaded: no room in the budget within ``wait_ms``.
+        """
+        if not tensor.is_contiguous() or tensor.device != self.slab.device:
+            raise ValueError(
+                f"a zero-copy lease needs a contiguous tensor on {self.slab.device}; got one on "
+                f"{tensor.device}, contiguous={tensor.is_contiguous()}"
             )
-        deadline = time.monotonic() + (self.wait_ms if wait_ms is None else wait_ms) / 1000
-        with self._cond:
-            while (offset := self._take(span)) is None:
-                left = deadline - time.monotonic()
-                if left <= 0 or self._closed:
-                    raise Overloaded(
-                        f"the NIXL registration pool is full ({format_bytes(self.capacity)} "
-                        f"lent in {len(self._lent)} regions); retry later"
-                    )
-                self._cond.wait(left)
-            region = Region(self, next(self._ids), offset, span, nbytes)
-            self._lent[region.lease_id] = region
-        word = guard_word(region.lease_id).to(self.device)
-        self.slab[offset : offset + GUARD_BYTES].copy_(word)
-        end = offset + GUARD_BYTES + nbytes
-        self.slab[end : end + GUARD_BYTES].copy_(word)
+        data = tensor.reshape(-1).view(torch.uint8)
+        region = self._reserve(_ALIGN, data.numel(), data, wait_ms)
+        try:
+            region.handle = self.agent.register(data)
+        except BaseException:
+            region.release()
+            raise
+        self._write_words(region, guard_word(region.lease_id).to(self.device))
         return region
 
     def release(self, region: Region) -> None:
-        """Wipes the region's guards and returns it to the pool (idempotent)."""
+        """Wipes the lease's words, deregisters a zero-copy tensor and gives the budget back
+        (idempotent). The words go first: Note [stale reads]."""
         with self._cond:
             if region.released or self._lent.get(region.lease_id) is not region:
                 return
             region.released = True
-            del self._lent[region.lease_id]
-            start, end = region.offset, region.offset + GUARD_BYTES + region.nbytes
-            self.slab[start : start + GUARD_BYTES].zero_()
-            self.slab[end : end + GUARD_BYTES].zero_()
-            self._give_back(region.offset, region.span)
-            self._cond.notify_all()
+            self._write_words(region, self._blank)
+        try:
+            if region.handle is not None:
+                self.agent.deregister(region.handle)
+                region.handle = None
+        finally:
+            with self._cond:
+                del self._lent[region.lease_id]
+                self._used -= region.budget_bytes
+                self._give_back(region.offset, region.span)
+                self._cond.notify_all()
 
     def release_lease(self, lease_id: int) -> bool:
         """Releases a region by lease id (a backend's notification); whether it was lent."""
@@ -240,16 +375,24 @@ class RegistrationPool:
         self._listener.start()
 
     def close(self) -> None:
-        """Stops the listener and deregisters the slab."""
+        """Stops the listener, releases what is still lent and deregisters the slab."""
         self._closed = True
         if self._listener is not None:
             self._listener.join()
         with self._cond:
             self._cond.notify_all()
+            lent = list(self._lent.values())
+        for region in lent:
+            region.release()
         self.agent.deregister(self._handle)
 
     def stats(self) -> dict[str, Any]:
-        """Capacity, bytes and regions lent now."""
+        """Capacity, budget spent, leases held and how many of them are zero-copy."""
         with self._cond:
-            lent = sum(r.span for r in self._lent.values())
-            return {"capacity_bytes": self.capacity, "lent_bytes": lent, "lent": len(self._lent)}
+            zero_copy = sum(r.zero_copy for r in self._lent.values())
+            return {
+                "capacity_bytes": self.capacity,
+                "lent_bytes": self._used,
+                "lent": len(self._lent),
+                "zero_copy": zero_copy,
+            }

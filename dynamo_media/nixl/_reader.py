@@ -9,7 +9,7 @@ import torch
 from dynamo_media._errors import ReadError
 from dynamo_media.nixl._agent import NixlAgent, NixlTransferError, get_agent
 from dynamo_media.nixl._descriptor import MEM_TYPES, check_descriptor, dtype_from_name
-from dynamo_media.nixl._pool import READ_NOTIFICATION, guard_word
+from dynamo_media.nixl._pool import GUARD_BYTES, READ_NOTIFICATION, guard_word
 
 __all__ = ["read"]
 
@@ -19,10 +19,11 @@ def read(
 ) -> torch.Tensor:
     """Reads the tensor a descriptor names from the frontend's memory.
 
-    Remote agents are added once per distinct metadata and cached. The READ carries the
-    notification ``dm-read:<lease id>``, on which the frontend frees the region early. With a
-    ``lease`` in the descriptor, the guard words around the data are read too and checked
-    (Note [lease guards] in ``_pool.py``).
+    Remote agents are added once per distinct metadata and cached. With a ``lease`` in the
+    descriptor, the guard words around a pool region's data are read with it, and then, in a
+    second transfer, the lease word at ``lease.word_addr``: the data is returned only if the
+    lease still held it after the read (Note [stale reads] in ``_pool.py``). The last READ
+    carries the notification ``dm-read:<lease id>``, on which the frontend frees the lease early.
 
     Args:
         descriptor: the JSON object the frontend sent.
@@ -34,7 +35,7 @@ def read(
 
     Raises:
         ValueError: a malformed descriptor.
-        ReadError: the transfer failed, or the region was released (stale descriptor).
+        ReadError: the transfer failed, or the lease was released (a stale descriptor).
     """
     check_descriptor(descriptor)
     agent = agent or get_agent()
@@ -43,28 +44,36 @@ def read(
     lease = descriptor.get("lease") or {}
     guard = int(lease.get("guard_bytes", 0))
     lease_id = lease.get("id")
+    word_addr = int(lease["word_addr"]) if lease_id is not None and "word_addr" in lease else 0
     dtype = dtype_from_name(descriptor["dtype"])
     shape = [int(s) for s in descriptor["shape"]]
     expected = int(torch.Size(shape).numel()) * torch.empty((), dtype=dtype).element_size()
     if expected != size:
         raise ValueError(f"descriptor shape {shape} of {descriptor['dtype']} is not {size} bytes")
-    buffer = torch.empty(size + 2 * guard, dtype=torch.uint8, device=device)
+    span = size + 2 * guard
+    word = GUARD_BYTES if word_addr else 0
+    buffer = torch.empty(span + word, dtype=torch.uint8, device=device)
     handle = agent.register(buffer)
     notification = READ_NOTIFICATION + str(lease_id).encode() if lease_id is not None else b""
+    metadata, mem_type = descriptor["nixl_metadata"], MEM_TYPES[nd["mem_type"]]
+    device_id = int(nd["device_id"])
     try:
-        remote = (addr - guard, size + 2 * guard, int(nd["device_id"]))
-        agent.read(
-            buffer, descriptor["nixl_metadata"], remote, MEM_TYPES[nd["mem_type"]], notification
-        )
+        remote = (addr - guard, span, device_id)
+        agent.read(buffer[:span], metadata, remote, mem_type, b"" if word else notification)
+        if word:
+            remote = (word_addr, word, device_id)
+            agent.read(buffer[span:], metadata, remote, mem_type, notification)
     except (NixlTransferError, RuntimeError) as exc:
         raise ReadError(f"NIXL read of {size} bytes failed: {exc}") from exc
     finally:
         agent.deregister(handle)
-    if guard and lease_id is not None:
+    if lease_id is not None and (guard or word):
         want = guard_word(int(lease_id)).to(buffer.device)
-        if not (torch.equal(buffer[:guard], want) and torch.equal(buffer[guard + size :], want)):
+        words = [buffer[:guard], buffer[guard + size : span]] if guard else []
+        words += [buffer[span:]] if word else []
+        if not all(torch.equal(w, want) for w in words):
             raise ReadError(
-                f"the region of lease {lease_id} was released before it was read; "
+                f"the lease {lease_id} was released before it was read; "
                 "the frontend no longer holds this item"
             )
     return buffer[guard : guard + size].view(dtype).view(shape)

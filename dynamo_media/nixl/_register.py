@@ -1,4 +1,5 @@
-"""``register_media``: a decoded tensor into a pool region, and the descriptor that names it."""
+"""``register_media``: a decoded tensor into a pool region (or registered in place, zero-copy),
+and the descriptor that names it."""
 
 from __future__ import annotations
 
@@ -18,8 +19,9 @@ class RegisteredMedia:
     """Decoded media whose bytes sit in NIXL-registered memory, ready for a backend to read.
 
     Attributes:
-        media: the decoded media (its tensor is the caller's, not the region).
-        region: the pool region holding a contiguous copy.
+        media: the decoded media.
+        region: the lease: a pool region holding a contiguous copy, or, when
+            ``region.zero_copy``, the media's own tensor registered in place.
         descriptor: the wire format (see ``_descriptor.py``), JSON-ready.
     """
 
@@ -28,7 +30,7 @@ class RegisteredMedia:
     descriptor: dict[str, Any]
 
     def release(self) -> None:
-        """Returns the region to the pool; safe to call more than once."""
+        """Ends the lease (a zero-copy tensor is deregistered); safe to call more than once."""
         self.region.release()
 
     @property
@@ -40,6 +42,7 @@ class RegisteredMedia:
         return (
             f"RegisteredMedia({self.media.modality}, shape={d['shape']}, dtype={d['dtype']}, "
             f"lease_id={self.region.lease_id}, nbytes={self.region.nbytes}, "
+            f"{'zero-copy, ' if self.region.zero_copy else ''}"
             f"{'released' if self.released else 'lent'})"
         )
 
@@ -53,7 +56,11 @@ def default_pool() -> RegistrationPool:
 def register_media(
     media: DecodedMedia, pool: RegistrationPool | None = None, *, wait_ms: int | None = None
 ) -> RegisteredMedia:
-    """Copies a decoded tensor into a pool region and describes it for a backend.
+    """Puts a decoded tensor where a backend can read it, and describes it.
+
+    A contiguous tensor on the pool's device of at least ``pool.zero_copy_min_bytes`` is
+    registered in place (Note [zero-copy threshold]); anything else is copied into a pool region.
+    Both count against the pool's byte budget.
 
     Args:
         media: the decoded media.
@@ -64,16 +71,21 @@ def register_media(
         The registered media; ``release()`` it when the request ends.
 
     Raises:
-        Overloaded: the pool stayed full for ``wait_ms``.
+        Overloaded: the pool's budget stayed spent for ``wait_ms``.
         LimitExceeded: the item is larger than the pool.
     """
     pool = pool or default_pool()
     tensor = media.tensor
     nbytes = tensor.numel() * tensor.element_size()
-    region = pool.lend(nbytes, wait_ms=wait_ms)
+    if pool.zero_copy(tensor):
+        region = pool.lend_in_place(tensor, wait_ms=wait_ms)
+    else:
+        region = pool.lend(nbytes, wait_ms=wait_ms)
     try:
-        # One copy: into registered memory, and contiguous in the declared layout.
-        region.data.view(tensor.dtype).view(tensor.shape).copy_(tensor)
+        if not region.zero_copy:
+            # One copy: into registered memory, and contiguous in the declared layout.
+            region.data.view(tensor.dtype).view(tensor.shape).copy_(tensor)
+        lease = {"id": region.lease_id, "guard_bytes": 0 if region.zero_copy else GUARD_BYTES}
         descriptor = {
             "nixl_metadata": pool.agent.metadata(),
             "nixl_descriptor": {
@@ -86,7 +98,7 @@ def register_media(
             "dtype": dtype_name(tensor.dtype),
             "metadata": {modality_key(media.modality): media.metadata},
             "content_hash": media.content_hash,
-            "lease": {"id": region.lease_id, "guard_bytes": GUARD_BYTES},
+            "lease": lease | {"word_addr": region.word_addr},
         }
     except BaseException:
         region.release()

@@ -53,13 +53,21 @@ class Metrics:
             "dynamo_media_errors", "Errors by type and modality", ["type", "modality"], registry=r
         )
         registered = Gauge(
-            "dynamo_media_registered_bytes", "Bytes lent from the NIXL pool now", registry=r
+            "dynamo_media_registered_bytes",
+            "Bytes of the NIXL pool's budget held now (pool regions and zero-copy tensors)",
+            registry=r,
         )
         registered.set_function(lambda: pool_stats()["lent_bytes"])
         regions = Gauge(
             "dynamo_media_registered_items", "Items held in the NIXL pool now", registry=r
         )
         regions.set_function(lambda: pool_stats()["lent"])
+        zero_copy = Gauge(
+            "dynamo_media_zero_copy_items",
+            "Of the items held, those registered in place (no copy)",
+            registry=r,
+        )
+        zero_copy.set_function(lambda: pool_stats()["zero_copy"])
 
     def render(self) -> bytes:
         """The exposition text."""

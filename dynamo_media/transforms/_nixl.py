@@ -13,8 +13,8 @@ __all__ = ["NixlRegister"]
 
 
 class NixlRegister(Transform):
-    """Copies a decoded tensor into a registration-pool region. Functional twin:
-    ``register_media``.
+    """Puts a decoded tensor where a backend can read it over NIXL: registered in place when it
+    is large and contiguous, else copied into a pool region. Functional twin: ``register_media``.
 
     Args:
         pool: the pool (and through it the agent). Default: the process-wide pool.
@@ -33,4 +33,9 @@ class NixlRegister(Transform):
     def repr_options(self) -> dict[str, Any]:
         if self.pool is None:
             return {}
-        return {"capacity": format_bytes(self.pool.capacity), "mem_type": self.pool.mem_type}
+        zero_copy_min = self.pool.zero_copy_min_bytes
+        return {
+            "capacity": format_bytes(self.pool.capacity),
+            "mem_type": self.pool.mem_type,
+            "zero_copy_min": None if zero_copy_min is None else format_bytes(zero_copy_min),
+        }
