@@ -4,12 +4,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.bench-installed
-EXTRAS := server,test
+EXTRAS := server,dynamo,test
 
 .PHONY: serve test lint bench fuzz setup ffmpeg clean
 
 # The OpenAI-compatible frontend on 127.0.0.1:8000 with the reference backend beside it.
-# ARGS passes options through: make serve ARGS="--config my.json --port 9000"
+# ARGS passes options through: make serve ARGS="--config my.json --port 9000"; on Dynamo's
+# runtime with N workers: make serve ARGS="--transport dynamo --workers 2"
 serve: setup
 	$(BIN)/dynamo-media serve $(ARGS)
 

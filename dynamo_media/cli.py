@@ -1,26 +1,37 @@
-"""The ``dynamo-media`` command: ``serve``, ``backend`` and ``decode``."""
+"""The ``dynamo-media`` command: ``serve``, ``backend``, ``worker`` and ``decode``."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import logging
 import os
+import shutil
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from dynamo_media._errors import MediaError, NoMediaStream
 from dynamo_media._sniff import sniff_format
 from dynamo_media.fetch import MediaFetcher
 
+if TYPE_CHECKING:
+    import uvicorn
+
+    from dynamo_media.server import Backend
+
 __all__ = ["main"]
 
 _AUDIO = {"wav", "mp3", "flac", "ogg"}
 _VIDEO = {"mp4", "mov", "matroska", "avi"}
+_ENDPOINT = "dynamo_media.backend.generate"  # DynamoBackend's default
 
 
 def _free_port() -> int:
@@ -60,18 +71,66 @@ def _backend_process(model: str) -> Iterator[str]:
             time.sleep(0.2)
         yield url
     finally:
+        _stop([proc])
+
+
+def _stop(procs: list[subprocess.Popen[Any]]) -> None:
+    """SIGTERM to each child (they drain), then a wait of up to 10 s, then SIGKILL."""
+    for proc in procs:
         proc.terminate()
+    deadline = time.monotonic() + 10
+    for proc in procs:
         try:
-            proc.wait(timeout=10)
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             proc.kill()
+            proc.wait()
+
+
+@contextlib.contextmanager
+def _dynamo_workers(count: int, model: str, endpoint: str) -> Iterator[None]:
+    """Starts ``count`` workers on 127.0.0.1, with file discovery in a fresh private directory
+    (so no stale entry of an earlier run is routed to) and the tcp request plane; this process's
+    runtime finds them through the same environment. The directory goes when the block ends."""
+    root = tempfile.mkdtemp(prefix="dynamo-media-discovery-")  # mode 0700
+    os.environ.update(
+        DYN_DISCOVERY_BACKEND="file",
+        DYN_FILE_KV=root,
+        DYN_REQUEST_PLANE="tcp",
+        DYN_TCP_RPC_HOST="127.0.0.1",  # where workers listen; default: the primary IP
+        DYN_TCP_RESPONSE_STREAM_HOST="127.0.0.1",  # where the frontend takes answers back
+    )
+    os.environ.setdefault("DYN_LOG", "warn")  # else the runtime logs each request, twice
+    cmd = [sys.executable, "-m", "dynamo_media.cli", "worker", "--endpoint", endpoint,
+           "--model", model]  # fmt: skip
+    procs: list[subprocess.Popen[Any]] = []
+    try:
+        procs.extend(subprocess.Popen(cmd) for _ in range(count))
+        yield
+    finally:
+        _stop(procs)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    """After uvicorn's graceful shutdown it raises SIGTERM again: exit through the ``finally``
+    blocks, so that every child is stopped."""
+    raise SystemExit(0)
+
+
+async def _run_frontend(server: uvicorn.Server, backend: Backend, min_instances: int) -> None:
+    from dynamo_media.server import DynamoBackend
+
+    if isinstance(backend, DynamoBackend):  # its runtime lives on this loop
+        await backend.connect(min_instances=min_instances)
+    await server.serve()
 
 
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from dynamo_media.nixl import RegistrationPool
-    from dynamo_media.server import HttpBackend, create_app, load_config
+    from dynamo_media.server import DynamoBackend, HttpBackend, create_app, load_config
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -79,18 +138,40 @@ def _serve(args: argparse.Namespace) -> int:
     sys.setswitchinterval(0.001)
     config = load_config(args.config)
     settings = config.settings
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     with contextlib.ExitStack() as stack:
-        url = args.backend or stack.enter_context(_backend_process(settings.model))
+        backend: Backend
+        if args.transport == "dynamo":
+            if args.workers:
+                stack.enter_context(_dynamo_workers(args.workers, settings.model, args.endpoint))
+            backend = DynamoBackend(
+                args.endpoint,
+                model=settings.model,
+                discovery=os.environ.get("DYN_DISCOVERY_BACKEND", "etcd"),  # type: ignore[arg-type]
+                request_plane=os.environ.get("DYN_REQUEST_PLANE", "tcp"),  # type: ignore[arg-type]
+                connect_timeout_ms=args.connect_timeout_ms,
+                first_chunk_timeout_ms=args.first_chunk_timeout_ms,
+                idle_timeout_ms=args.idle_timeout_ms,
+            )
+        else:
+            url = args.backend or stack.enter_context(_backend_process(settings.model))
+            backend = HttpBackend(url, timeout_ms=settings.backend_timeout_ms)
         pool = RegistrationPool(
             capacity_bytes=settings.pool_capacity_bytes,
             device=settings.device,
             wait_ms=settings.queue_timeout_ms,
         )
         stack.callback(pool.close)
-        backend = HttpBackend(url, timeout_ms=settings.backend_timeout_ms)
         app = create_app(config, backend, pool)
+        server = uvicorn.Server(
+            uvicorn.Config(app, host=args.host, port=args.port, log_level="warning")
+        )
         print(f"dynamo-media frontend on http://{args.host}:{args.port} -> {backend}")
-        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+        try:
+            asyncio.run(_run_frontend(server, backend, max(1, args.workers)))
+        except MediaError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
     return 0
 
 
@@ -100,6 +181,19 @@ def _backend(args: argparse.Namespace) -> int:
     from dynamo_media.backend import create_backend_app
 
     uvicorn.run(create_backend_app(args.model), host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from dynamo_media.backend import serve_worker
+
+    discovery = os.environ.get("DYN_DISCOVERY_BACKEND", "etcd")  # Dynamo's own default
+    request_plane = os.environ.get("DYN_REQUEST_PLANE", "tcp")
+    asyncio.run(
+        serve_worker(
+            args.endpoint, model=args.model, discovery=discovery, request_plane=request_plane
+        )
+    )
     return 0
 
 
@@ -151,7 +245,43 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--config", help="JSON file with fetcher, decoder and server sections")
     serve.add_argument("--host", default=os.environ.get("DYNAMO_MEDIA_HOST", "127.0.0.1"))
     serve.add_argument("--port", type=int, default=int(os.environ.get("DYNAMO_MEDIA_PORT", 8000)))
-    serve.add_argument("--backend", help="a running backend's URL; default: start the reference")
+    serve.add_argument(
+        "--transport",
+        choices=["http", "dynamo"],
+        default="http",
+        help="how requests reach the backend: OpenAI's HTTP API to one reference backend, or "
+        "Dynamo's runtime to workers (default: http)",
+    )
+    serve.add_argument(
+        "--backend", help="http: a running backend's URL; default: start the reference"
+    )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        help="dynamo: workers to start on 127.0.0.1 with private file discovery (default: 2); "
+        "0 starts none and finds them through DYN_DISCOVERY_BACKEND and friends",
+    )
+    serve.add_argument("--endpoint", default=_ENDPOINT, help="dynamo: the workers' endpoint")
+    serve.add_argument(
+        "--connect-timeout-ms",
+        type=int,
+        default=120_000,
+        help="dynamo: how long to wait for the workers at start (default: 120000)",
+    )
+    serve.add_argument(
+        "--first-chunk-timeout-ms",
+        type=int,
+        default=60_000,
+        help="dynamo: how long a worker may take to answer, or send a stream's first chunk "
+        "(default: 60000)",
+    )
+    serve.add_argument(
+        "--idle-timeout-ms",
+        type=int,
+        default=60_000,
+        help="dynamo: how long a stream may go without a chunk (default: 60000)",
+    )
     serve.set_defaults(run=_serve)
 
     backend = commands.add_parser("backend", help="run the reference torch backend")
@@ -159,6 +289,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     backend.add_argument("--port", type=int, default=8001)
     backend.add_argument("--model", default="dynamo-media-echo")
     backend.set_defaults(run=_backend)
+
+    worker = commands.add_parser(
+        "worker", help="run the reference backend as a worker on Dynamo's runtime"
+    )
+    worker.add_argument("--endpoint", default=_ENDPOINT)
+    worker.add_argument("--model", default="dynamo-media-echo")
+    worker.set_defaults(run=_worker)
 
     decode = commands.add_parser("decode", help="decode one file or URL; print and draw it")
     decode.add_argument("source", help="a path, http(s) or data: URL")
@@ -171,6 +308,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     decode.set_defaults(run=_decode)
 
     args = parser.parse_args(argv)
+    if args.command == "serve" and args.transport == "dynamo" and args.backend:
+        parser.error("--backend is a URL for --transport http; --transport dynamo finds workers")
+    if args.command == "serve" and args.workers < 0:
+        parser.error(f"--workers must be >= 0, got {args.workers}")
     return int(args.run(args))
 
 

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,14 +27,26 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serving(config: dict[str, Any], *, quiet: bool = False) -> Iterator[str]:
-    """Runs ``dynamo-media serve --config`` (frontend and reference backend) until the block
-    ends; yields the frontend's URL once ``/health`` answers."""
+def serving(
+    config: dict[str, Any], *, quiet: bool = False, args: Sequence[str] = ()
+) -> Iterator[str]:
+    """Runs ``dynamo-media serve --config ... *args`` (frontend and reference backend, or
+    workers) until the block ends; yields the frontend's URL once ``/health`` answers."""
+    with serving_process(config, quiet=quiet, args=args) as (_, url):
+        yield url
+
+
+@contextlib.contextmanager
+def serving_process(
+    config: dict[str, Any], *, quiet: bool = False, args: Sequence[str] = ()
+) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """As ``serving``; yields the ``serve`` process too. It leads its own process group, which
+    the block's end stops."""
     path = Path(tempfile.mkdtemp()) / "config.json"
     path.write_text(json.dumps(config))
     port = free_port()
     cmd = [sys.executable, "-m", "dynamo_media.cli", "serve", "--config", str(path), "--port",
-           str(port)]  # fmt: skip
+           str(port), *args]  # fmt: skip
     out = subprocess.DEVNULL if quiet else None
     proc = subprocess.Popen(cmd, cwd=ROOT, start_new_session=True, stdout=out, stderr=out)
     url = f"http://127.0.0.1:{port}"
@@ -47,7 +59,8 @@ def serving(config: dict[str, Any], *, quiet: bool = False) -> Iterator[str]:
                     break
             assert time.monotonic() < deadline, "dynamo-media serve did not start in 120 s"
             time.sleep(0.3)
-        yield url
+        yield proc, url
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
+        with contextlib.suppress(ProcessLookupError):  # a test may have stopped it already
+            os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)

@@ -50,7 +50,7 @@ def test_root_exports() -> None:
 
 
 SUBPACKAGES = {
-    "backend": ["create_backend_app", "describe_items"],
+    "backend": ["EchoAnswer", "create_backend_app", "describe_items", "echo", "serve_worker"],
     "decode": [
         "AudioProbe",
         "ImageInfo",
@@ -80,6 +80,7 @@ SUBPACKAGES = {
         "Answer",
         "Backend",
         "Chunks",
+        "DynamoBackend",
         "HttpBackend",
         "ServerConfig",
         "ServerSettings",

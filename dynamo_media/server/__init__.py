@@ -2,6 +2,7 @@
 
 from dynamo_media.server._app import create_app
 from dynamo_media.server._backend import Answer, Backend, Chunks
+from dynamo_media.server._dynamo_backend import DynamoBackend
 from dynamo_media.server._http_backend import HttpBackend
 from dynamo_media.server._settings import (
     ServerConfig,
@@ -15,6 +16,7 @@ __all__ = [
     "Answer",
     "Backend",
     "Chunks",
+    "DynamoBackend",
     "HttpBackend",
     "ServerConfig",
     "ServerSettings",

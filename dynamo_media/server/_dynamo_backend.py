@@ -1,0 +1,325 @@
+"""``DynamoBackend``: the hop to workers on Dynamo's distributed runtime (``ai-dynamo-runtime``).
+
+The frontend is a runtime client of one endpoint (``dynamo_media.backend.generate`` by
+default). It picks a live instance round robin and sends the request with ``direct()``, so it
+knows which worker answers and can fail over (Note [failover]).
+
+# Note [Dynamo wire]
+The request is the frontend's payload, as a dict. A worker answers with a stream of dicts:
+- a whole answer: one ``{"answer": <chat.completion or OpenAI error body>, "status": <int>}``;
+- a streamed answer: ``{"chunk": <chat.completion.chunk>}`` per chunk, and the stream ends.
+A worker may answer ``{"answer": error, "status": 4xx}`` to a streamed request too, when it
+fails before its first chunk (an item it cannot read).
+
+# Note [failover]
+A worker that fails before its first message came back (refused, crashed, broken stream) costs
+the request nothing: the frontend still holds the request's registrations, so the request is
+sent once more, ``direct()`` to another live instance. The one that failed is barred for
+``bar_ms`` (discovery keeps listing a killed worker for ~10 s with file discovery); a barred
+instance gets requests only when no other is left. A failure after the first message is not
+retried (the client may have seen chunks): it is ``BackendUnavailable`` there. A worker that
+sends nothing within ``first_chunk_timeout_ms`` (frozen, or overloaded) is stopped
+(``stop_generating``) and barred, and the request fails with ``BackendUnavailable`` rather than
+trying again: a second wait would double the deadline the client was promised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import itertools
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any, Literal, get_args
+
+from dynamo_media._errors import BackendUnavailable
+from dynamo_media.server._backend import Answer, Backend, Chunks
+
+if TYPE_CHECKING:
+    from dynamo.runtime import Client, Context, DistributedRuntime
+
+__all__ = ["DEFAULT_ENDPOINT", "DynamoBackend"]
+
+log = logging.getLogger("dynamo_media.server")
+
+Discovery = Literal["file", "etcd", "kubernetes", "mem"]
+RequestPlane = Literal["tcp", "nats"]
+
+DEFAULT_ENDPOINT = "dynamo_media.backend.generate"
+DEFAULT_CONNECT_TIMEOUT_MS = 60_000
+DEFAULT_FIRST_CHUNK_TIMEOUT_MS = 60_000
+DEFAULT_IDLE_TIMEOUT_MS = 60_000
+DEFAULT_BAR_MS = 5_000
+_ATTEMPTS = 2  # the first instance, and one other (Note [failover])
+
+
+class _WorkerFailed(Exception):
+    """One instance failed before its first message: the request may go to another."""
+
+
+class DynamoBackend(Backend):
+    """Sends chat requests to the live instances of a Dynamo endpoint, round robin, with
+    failover before the first chunk (Note [failover]).
+
+    The runtime is created on the running event loop by ``connect()`` (or the first request),
+    which waits for the first instance; later, a request finding no live instance fails at once.
+
+    Args:
+        endpoint: ``namespace.component.endpoint``. Default: ``"dynamo_media.backend.generate"``.
+        model: the model name ``/v1/models`` lists.
+        discovery: where instances are found: ``"file"`` (``DYN_FILE_KV``), ``"etcd"``
+            (``ETCD_ENDPOINTS``), ``"kubernetes"`` or ``"mem"``. Default: ``"file"``.
+        request_plane: ``"tcp"`` or ``"nats"`` (``NATS_SERVER``). Default: ``"tcp"``.
+        connect_timeout_ms: how long ``connect()`` waits for instances. Default: 60000.
+        first_chunk_timeout_ms: how long a worker may take to send its first message (a whole
+            answer, or a stream's first chunk). Default: 60000.
+        idle_timeout_ms: how long a stream may go without a chunk. Default: 60000.
+        bar_ms: how long an instance that failed gets no requests while others are live.
+            Default: 5000.
+
+    Raises:
+        ImportError: ``ai-dynamo-runtime`` is not installed (the ``dynamo`` extra).
+        ValueError: an unknown ``discovery`` or ``request_plane``, or a timeout that is not > 0.
+    """
+
+    def __init__(
+        self,
+        endpoint: str = DEFAULT_ENDPOINT,
+        *,
+        model: str,
+        discovery: Discovery = "file",
+        request_plane: RequestPlane = "tcp",
+        connect_timeout_ms: int = DEFAULT_CONNECT_TIMEOUT_MS,
+        first_chunk_timeout_ms: int = DEFAULT_FIRST_CHUNK_TIMEOUT_MS,
+        idle_timeout_ms: int = DEFAULT_IDLE_TIMEOUT_MS,
+        bar_ms: int = DEFAULT_BAR_MS,
+    ) -> None:
+        _check_choice("discovery", discovery, Discovery)
+        _check_choice("request_plane", request_plane, RequestPlane)
+        timeouts = {
+            "connect_timeout_ms": connect_timeout_ms,
+            "first_chunk_timeout_ms": first_chunk_timeout_ms,
+            "idle_timeout_ms": idle_timeout_ms,
+            "bar_ms": bar_ms,
+        }
+        for name, value in timeouts.items():
+            if value <= 0:
+                raise ValueError(f"{name} must be > 0, got {value}")
+        try:
+            self._dynamo = importlib.import_module("dynamo.runtime")
+        except ImportError as exc:
+            raise ImportError(
+                "DynamoBackend needs ai-dynamo-runtime: pip install 'dynamo-media[dynamo]'"
+            ) from exc
+        self.endpoint = endpoint
+        self.model = model
+        self.discovery = discovery
+        self.request_plane = request_plane
+        self.connect_timeout_ms = connect_timeout_ms
+        self.first_chunk_timeout_ms = first_chunk_timeout_ms
+        self.idle_timeout_ms = idle_timeout_ms
+        self.bar_ms = bar_ms
+        self._runtime: DistributedRuntime | None = None
+        self._client: Client | None = None
+        self._connecting = asyncio.Lock()  # one runtime, however many requests come first
+        self._turn = itertools.count()
+        self._barred: dict[int, float] = {}  # instance id -> monotonic time the bar ends
+
+    def __repr__(self) -> str:
+        return (
+            f"DynamoBackend({self.endpoint!r}, discovery={self.discovery!r}, "
+            f"request_plane={self.request_plane!r})"
+        )
+
+    async def connect(self, *, min_instances: int = 1) -> None:
+        """Creates the runtime on the running loop, and waits until ``min_instances`` instances
+        are live.
+
+        Raises:
+            BackendUnavailable: fewer were live after ``connect_timeout_ms``.
+        """
+        async with self._connecting:
+            if self._client is None:
+                self._runtime = self._dynamo.DistributedRuntime(
+                    asyncio.get_running_loop(), self.discovery, self.request_plane
+                )
+                self._client = await self._runtime.endpoint(self.endpoint).client()
+        try:
+            async with asyncio.timeout(self.connect_timeout_ms / 1000):
+                # wait_for_instances blocks until one instance exists, forever if none comes.
+                await self._client.wait_for_instances()
+                while len(self._client.instance_ids()) < min_instances:
+                    await asyncio.sleep(0.05)
+        except TimeoutError:
+            live = len(self._client.instance_ids())
+            raise BackendUnavailable(
+                f"{live} worker(s) of {self.endpoint} ({self.discovery} discovery) were live after "
+                f"connect_timeout_ms ({self.connect_timeout_ms}), {min_instances} needed; start "
+                "them with `dynamo-media worker`, with the same discovery settings"
+            ) from None
+
+    async def chat(self, payload: dict[str, Any]) -> Answer | Chunks:
+        client = await self._connected()
+        failed: list[int] = []
+        error: _WorkerFailed | None = None
+        for _ in range(_ATTEMPTS):
+            instance = self._pick(client.instance_ids(), skip=failed)
+            if instance is None:
+                break
+            start = time.perf_counter()
+            try:
+                return await self._send(client, instance, payload)
+            except _WorkerFailed as exc:
+                self._barred[instance] = time.monotonic() + self.bar_ms / 1000
+                failed.append(instance)
+                error = exc
+                failover = {
+                    "event": "failover",
+                    "worker": f"{instance:x}",
+                    "request_id": payload.get("request_id"),
+                    "ms": round((time.perf_counter() - start) * 1000, 2),
+                    "error": str(exc),
+                }
+                log.info(json.dumps(failover))
+        if error is None:
+            raise BackendUnavailable(self._no_instance())
+        raise BackendUnavailable(
+            f"{len(failed)} worker(s) of {self.endpoint} failed before answering: {error}"
+        ) from error
+
+    async def models(self) -> dict[str, Any]:
+        client = await self._connected()
+        if not client.instance_ids():
+            raise BackendUnavailable(self._no_instance())
+        entry = {"id": self.model, "object": "model", "created": 0, "owned_by": "dynamo-media"}
+        return {"object": "list", "data": [entry]}
+
+    async def aclose(self) -> None:
+        if self._runtime is not None:
+            self._runtime.shutdown()
+            self._runtime = self._client = None
+
+    async def _connected(self) -> Client:
+        if self._client is None:
+            await self.connect()
+        assert self._client is not None
+        return self._client
+
+    def _no_instance(self) -> str:
+        return (
+            f"no live worker serves {self.endpoint} ({self.discovery} discovery); start one with "
+            "`dynamo-media worker`"
+        )
+
+    def _pick(self, instances: list[int], *, skip: list[int]) -> int | None:
+        """The next instance round robin, not in ``skip``, unbarred ones first."""
+        now = time.monotonic()
+        live = sorted(i for i in instances if i not in skip)
+        ready = [i for i in live if self._barred.get(i, 0.0) <= now] or live
+        return ready[next(self._turn) % len(ready)] if ready else None
+
+    async def _send(
+        self, client: Client, instance: int, payload: dict[str, Any]
+    ) -> Answer | Chunks:
+        """The request to one instance: its answer, or its chunks once the first came.
+
+        Raises:
+            _WorkerFailed: it failed before its first message.
+            BackendUnavailable: it sent nothing in time, or garbage.
+        """
+        context = self._dynamo.Context(payload.get("request_id"))
+        timeout_s = self.first_chunk_timeout_ms / 1000
+        try:
+            async with asyncio.timeout(timeout_s):
+                stream = await client.direct(payload, instance, annotated=False, context=context)
+                first = await anext(stream)
+        except TimeoutError:
+            context.stop_generating()
+            self._barred[instance] = time.monotonic() + self.bar_ms / 1000
+            raise BackendUnavailable(
+                f"worker {instance:x} of {self.endpoint} sent nothing within "
+                f"first_chunk_timeout_ms ({self.first_chunk_timeout_ms}); it is frozen or "
+                "overloaded"
+            ) from None
+        except StopAsyncIteration:
+            raise _WorkerFailed("it ended its answer before the first message") from None
+        except Exception as exc:  # the runtime raises bare Exception ("Unavailable: ...")
+            raise _WorkerFailed(str(exc)) from exc
+        if isinstance(first, dict) and "chunk" in first:
+            return self._chunks(stream, first, context, instance)
+        answer = self._answer(first, instance)
+        await self._drain(stream, context, instance)
+        return answer
+
+    async def _chunks(
+        self, stream: AsyncIterator[Any], first: dict[str, Any], context: Context, instance: int
+    ) -> Chunks:
+        ended = False
+        try:
+            message: Any = first
+            while True:
+                yield self._chunk(message, instance)
+                try:
+                    async with asyncio.timeout(self.idle_timeout_ms / 1000):
+                        message = await anext(stream)
+                except StopAsyncIteration:
+                    ended = True
+                    return
+                except TimeoutError:
+                    raise BackendUnavailable(
+                        f"worker {instance:x} of {self.endpoint} sent no chunk within "
+                        f"idle_timeout_ms ({self.idle_timeout_ms})"
+                    ) from None
+                except Exception as exc:  # the runtime raises bare Exception and ValueError
+                    raise BackendUnavailable(
+                        f"worker {instance:x} of {self.endpoint} failed while streaming: {exc}"
+                    ) from exc
+        finally:
+            if not ended:  # the client went away, or the stream broke: stop the worker
+                context.stop_generating()
+
+    async def _drain(self, stream: AsyncIterator[Any], context: Context, instance: int) -> None:
+        """Reads a whole answer's stream to its end: one message is all it may hold."""
+        try:
+            async with asyncio.timeout(self.idle_timeout_ms / 1000):
+                extra = await anext(stream, None)
+        except Exception:  # the answer is complete; how its stream ends does not matter
+            context.stop_generating()
+            return
+        if extra is not None:
+            raise BackendUnavailable(
+                f"worker {instance:x} of {self.endpoint} sent more than one message for a whole "
+                f"answer: {str(extra)[:200]!r}"
+            )
+
+    def _answer(self, message: Any, instance: int) -> Answer:
+        body, status = _field(message, "answer"), _field(message, "status")
+        if not isinstance(body, dict) or not isinstance(status, int):
+            raise BackendUnavailable(self._garbage(message, instance))
+        return Answer(body, status)
+
+    def _chunk(self, message: Any, instance: int) -> dict[str, Any]:
+        chunk = _field(message, "chunk")
+        if not isinstance(chunk, dict):
+            raise BackendUnavailable(self._garbage(message, instance))
+        return chunk
+
+    def _garbage(self, message: Any, instance: int) -> str:
+        return (
+            f"worker {instance:x} of {self.endpoint} answered something other than Note "
+            f"[Dynamo wire]: {str(message)[:200]!r}"
+        )
+
+
+def _field(message: Any, key: str) -> Any:
+    return message.get(key) if isinstance(message, dict) else None
+
+
+def _check_choice(name: str, value: str, choices: Any) -> None:
+    allowed = get_args(choices)
+    if value not in allowed:
+        raise ValueError(
+            f"Invalid {name} ({value!r}). Supported values are {', '.join(map(repr, allowed))}."
+        )
