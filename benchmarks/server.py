@@ -2,10 +2,16 @@
 requests at a fixed concurrency, one in five bad, with text-only probes running beside them.
 
 It checks what a deployment cares about: zero 5xx, no registrations left afterwards, memory back
-near its start, and text-only latency while videos decode. Bounded in count and time; everything
-runs on 127.0.0.1.
+near its start, and text-only latency while videos decode (the decoded-media cache is off, or
+every repeat would be a hit). Bounded in count and time; everything runs on 127.0.0.1.
+
+``--replay`` replays multi-turn chats instead: 8 conversations at once, 10 turns each, every turn
+resending the conversation's 3 images and 1 video, through the frontend's preprocessor (fetch,
+decode, NIXL registration, in this process) with the cache on and off: per-turn latency and
+decode time.
 
     python -m benchmarks.server [--quick] [--requests 200] [--concurrency 16]
+    python -m benchmarks.server --replay
 """
 
 from __future__ import annotations
@@ -24,6 +30,9 @@ from typing import Any
 import httpx
 
 from benchmarks._common import machine, report
+from dynamo_media import MediaDecoder, MediaFetcher
+from dynamo_media.nixl import RegistrationPool
+from dynamo_media.preprocess import MediaCache, MediaPreprocessor
 from tests.media import ffmpeg, numbered_video
 from tests.media_server import MediaServer
 from tests.serve import serving
@@ -119,12 +128,107 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def _conversations(server: MediaServer, n: int) -> list[dict]:
+    """A request per conversation: its own 3 images (960x540 JPEG) and 1 video (640x360)."""
+
+    def url(name: str, path: Path, mime: str) -> str:
+        return server.url(server.add(name, path.read_bytes(), mime), host="127.0.0.1")
+
+    requests = []
+    for c in range(n):
+        content: list[dict] = [{"type": "text", "text": "and now?"}]
+        for i in range(3):
+            jpeg = ffmpeg(
+                f"replay{c}-{i}.jpg",
+                *("-f", "lavfi", "-i", "testsrc2=size=960x540", "-ss", f"{c * 3 + i}"),
+                *("-frames:v", "1"),
+            )
+            content.append(
+                {"type": "image_url", "image_url": {"url": url(jpeg.name, jpeg, "image/jpeg")}}
+            )
+        video = numbered_video(f"replay{c}.mp4", seconds=4 + c / 10, size="640x360")
+        content.append(
+            {"type": "video_url", "video_url": {"url": url(video.name, video, "video/mp4")}}
+        )
+        requests.append({"messages": [{"role": "user", "content": content}]})
+    return requests
+
+
+async def _replay(preprocessor: MediaPreprocessor, requests: list[dict], turns: int) -> list:
+    """Every conversation's turns, all conversations at once: [conversation][turn] ->
+    [seconds, and the items' decode, fetch and register seconds summed]."""
+
+    async def conversation(request: dict) -> list[list[float]]:
+        out = []
+        for _ in range(turns):
+            start = time.perf_counter()
+            result = await preprocessor.process(request)
+            seconds = time.perf_counter() - start
+            stages = [
+                sum(i.timings.get(stage, 0) for i in result.items for stage in stages)
+                for stages in (("guard", "decode"), ("fetch",), ("register",))
+            ]
+            result.release()  # the backend has read it
+            out.append([seconds, *stages])
+        return out
+
+    return list(await asyncio.gather(*(conversation(r) for r in requests)))
+
+
+def replay(conversations: int = 8, turns: int = 10) -> None:
+    media = MediaServer()
+    fetcher = MediaFetcher.from_dict(
+        {"allow_direct_ip": True, "allow_private_ips": True, "allow_direct_port": True}
+        | {"allowed_media_domains": ["127.0.0.1"]}
+    )
+    decoder = MediaDecoder()
+    decoder.enable_image()
+    decoder.enable_video({"fps": 2.0, "max_frames": 128})
+    pool = RegistrationPool(capacity_bytes=1 << 30)
+    runs = {}
+    try:
+        requests = _conversations(media, conversations)
+        for name, cache in [("off", None), ("on", MediaCache())]:
+            preprocessor = MediaPreprocessor(decoder, fetcher, pool, max_workers=2, cache=cache)
+            runs[name] = asyncio.run(_replay(preprocessor, requests, turns))
+            preprocessor.close()
+    finally:
+        media.stop()
+        pool.close()
+
+    def turn(name: str, t: int) -> list[float]:
+        per = [c[t] for c in runs[name]]
+        return [statistics.median(column) for column in zip(*per, strict=True)]
+
+    lines = [
+        f"Machine: {machine()}\n",
+        f"### Multi-turn replay: {conversations} conversations at once, {turns} turns, each "
+        "resending 3 images (960x540 JPEG) and 1 video (640x360, 2 fps); frontend preprocessing "
+        "(fetch, decode, NIXL registration) in one process; ms, medians over the conversations "
+        "(stages summed over a turn's items)\n",
+        "| turn | cache off | decode | fetch | register | cache on | decode | fetch | register |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for t in range(turns):
+        cells = [f"{v * 1e3:.1f}" for v in turn("off", t) + turn("on", t)]
+        lines.append(f"| {t + 1} | " + " | ".join(cells) + " |")
+    later = statistics.median(turn("on", t)[0] for t in range(1, turns))
+    lines.append(
+        f"\n- cache on: turn 1 / median of turns 2-{turns}: {turn('on', 0)[0] / later:.1f}x"
+    )
+    report("server_replay", "\n".join(lines) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="40 requests")
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--replay", action="store_true", help="the multi-turn replay instead")
     args = parser.parse_args()
+    if args.replay:
+        replay()
+        return
     n = 40 if args.quick else args.requests
     media = MediaServer()
     # The media server is 127.0.0.1 with a port: allow exactly that host.
@@ -139,6 +243,7 @@ def main() -> None:
             "max_concurrent_requests": args.concurrency,
             "queue_timeout_ms": 60000,
             "pool_capacity_bytes": 1 << 30,
+            "cache_bytes": 0,
         },
     }
     with serving(config, quiet=True) as url:

@@ -6,6 +6,10 @@ every item's pipeline concurrently: fetches overlap on the fetch pool, and each 
 decode and registration run on a bounded worker pool, so the event loop never blocks. The items
 keep their order. If one item fails, everything the others took is released before the error
 (naming the item, ``messages[0].content[2].video_url``) is raised.
+
+With a ``MediaCache``, an item whose fetched bytes were decoded before under the same options is
+not decoded again: the request holds the cached tensor and registers it (Note [cache sharing] in
+``_cache.py``). The fetch still happens, since the key is the bytes' hash.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from dynamo_media._cache import CachedMedia, MediaCache, cache_key
 from dynamo_media._decoder import MediaDecoder
 from dynamo_media._errors import InvalidOptions, MediaError
 from dynamo_media._media import DecodedMedia
@@ -26,9 +31,10 @@ from dynamo_media._priority import lower_thread_priority
 from dynamo_media.config import MODALITIES
 from dynamo_media.fetch import MediaFetcher
 from dynamo_media.nixl import RegisteredMedia, RegistrationPool
-from dynamo_media.transforms import Compose, Transform
+from dynamo_media.transforms import Transform, build_pipeline
 
 __all__ = [
+    "MediaCache",
     "MediaItem",
     "MediaPreprocessor",
     "PreprocessResult",
@@ -65,8 +71,10 @@ class MediaItem:
         key: its ``multi_modal_data`` key (``"image_url"``, ...).
         url: the URL (``input_audio`` becomes a ``data:`` URL).
         output: ``DecodedMedia``, or ``RegisteredMedia`` with a NIXL pool.
-        timings: seconds per stage (fetch, guard, decode, device, register).
+        timings: seconds per stage (fetch, guard, decode, device, register; ``cache``: the
+            lookup, or the wait for a concurrent request's decode).
         fetched_bytes: size of the encoded media.
+        cached: the hold on the cache entry, when a cache served or stored the item.
     """
 
     param: str
@@ -76,6 +84,7 @@ class MediaItem:
     output: DecodedMedia | RegisteredMedia | None = None
     timings: dict[str, float] = dataclasses.field(default_factory=dict)
     fetched_bytes: int = 0
+    cached: CachedMedia | None = None
 
     @property
     def media(self) -> DecodedMedia:
@@ -85,8 +94,11 @@ class MediaItem:
         return out.media if isinstance(out, RegisteredMedia) else out
 
     def release(self) -> None:
+        """Ends the item's registration and its hold on the cache entry (idempotent)."""
         if isinstance(self.output, RegisteredMedia):
             self.output.release()
+        if self.cached is not None:
+            self.cached.release()
 
 
 @dataclasses.dataclass(eq=False)
@@ -178,6 +190,7 @@ class MediaPreprocessor:
         nixl: register every item in this pool. Default: ``None`` (not registered).
         device: where tensors end up. Default: ``"cpu"``.
         max_workers: threads for guard, decode and registration. Default: the CPU count.
+        cache: decoded media kept between requests. Default: ``None`` (every item is decoded).
     """
 
     def __init__(
@@ -188,27 +201,20 @@ class MediaPreprocessor:
         *,
         device: str = "cpu",
         max_workers: int | None = None,
+        cache: MediaCache | None = None,
     ) -> None:
         self.decoder = decoder
         self.fetcher = fetcher or MediaFetcher()
         self.nixl = nixl
         self.device = device
+        self.cache = cache
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=max_workers or os.cpu_count() or 2,
             thread_name_prefix="dynamo-media",
             initializer=lower_thread_priority,
         )
 
-    def _pipeline(self, item: MediaItem, media_io_kwargs: Mapping[str, Any]) -> Compose:
-        return self.decoder.pipeline(
-            item.modality,  # type: ignore[arg-type]
-            fetcher=self.fetcher,
-            device=self.device,
-            nixl=self.nixl or False,
-            overrides=media_io_kwargs.get(item.modality),
-        )
-
-    def _run_rest(self, steps: list[Transform], item: MediaItem, value: Any) -> None:
+    def _run_steps(self, steps: list[Transform], item: MediaItem, value: Any) -> Any:
         try:
             for step in steps:
                 start = time.perf_counter()
@@ -218,11 +224,16 @@ class MediaPreprocessor:
             if isinstance(value, RegisteredMedia):
                 value.release()
             raise
-        item.output = value
+        return value
 
     async def _process_item(self, item: MediaItem, media_io_kwargs: Mapping[str, Any]) -> None:
         try:
-            steps = list(self._pipeline(item, media_io_kwargs))
+            options = self.decoder.options(item.modality, media_io_kwargs.get(item.modality))
+            nixl = self.nixl or False
+            pipeline = build_pipeline(
+                item.modality, options, fetcher=self.fetcher, device=self.device, nixl=nixl
+            )
+            steps = list(pipeline)
             value: Any = item.url
             while steps and steps[0].stage == "fetch":  # I/O here; the rest on decode threads
                 step = steps.pop(0)
@@ -230,10 +241,30 @@ class MediaPreprocessor:
                 value = await step.aforward(value)
                 item.timings[step.stage] = time.perf_counter() - start
             item.fetched_bytes = len(value.data)
-            loop = asyncio.get_running_loop()
-            await loop.run_in_executor(self._pool, self._run_rest, steps, item, value)
+            if self.cache is not None:
+                key = cache_key(item.modality, value, options, device=self.device)
+                steps, value = await self._from_cache(self.cache, key, item, steps, value)
+            if steps:
+                loop = asyncio.get_running_loop()
+                value = await loop.run_in_executor(self._pool, self._run_steps, steps, item, value)
+            item.output = value
         except MediaError as exc:
             raise exc.for_item(item.param) from exc.__cause__
+
+    async def _from_cache(
+        self, cache: MediaCache, key: str, item: MediaItem, steps: list[Transform], value: Any
+    ) -> tuple[list[Transform], DecodedMedia]:
+        """Holds the item's cache entry, decoding it with ``steps`` (but registration) when
+        nobody has; returns the steps left (registration) and the decoded media."""
+        decode = [step for step in steps if step.stage != "register"]
+        loop = asyncio.get_running_loop()
+        start = time.perf_counter()
+        item.cached = await cache.get(
+            key, lambda: loop.run_in_executor(self._pool, self._run_steps, decode, item, value)
+        )
+        if item.cached.hit:
+            item.timings["cache"] = time.perf_counter() - start
+        return [step for step in steps if step.stage == "register"], item.cached.media
 
     def prepare(self, request: Mapping[str, Any]) -> PreprocessResult:
         """Finds a request's media items (nothing fetched yet); ``run`` processes them.
@@ -261,10 +292,14 @@ class MediaPreprocessor:
                 f"Unknown modality {sorted(unknown)[0]!r} in media_io_kwargs. "
                 "Allowed keys: audio, image, video"
             )
-        outcomes = await asyncio.gather(
-            *(self._process_item(item, media_io_kwargs) for item in result.items),
-            return_exceptions=True,
-        )
+        try:
+            outcomes = await asyncio.gather(
+                *(self._process_item(item, media_io_kwargs) for item in result.items),
+                return_exceptions=True,
+            )
+        except BaseException:  # cancelled: what the items took so far is given back
+            result.release()
+            raise
         errors = [o for o in outcomes if isinstance(o, BaseException)]
         if errors:
             result.release()
@@ -290,5 +325,7 @@ class MediaPreprocessor:
         return result
 
     def close(self) -> None:
-        """Stops the worker threads."""
+        """Stops the worker threads and drops the cache's unheld entries."""
         self._pool.shutdown(wait=True)
+        if self.cache is not None:
+            self.cache.clear()

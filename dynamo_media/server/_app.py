@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse, Response
 
 from dynamo_media._errors import BackendUnavailable
 from dynamo_media.nixl import RegistrationPool
-from dynamo_media.preprocess import MediaPreprocessor
+from dynamo_media.preprocess import MediaCache, MediaPreprocessor
 from dynamo_media.server._backend import Backend
 from dynamo_media.server._chat import ChatCompletions, error_response
 from dynamo_media.server._metrics import Metrics
@@ -36,14 +36,16 @@ def create_app(config: ServerConfig, backend: Backend, pool: RegistrationPool) -
         pool: the NIXL registration pool that items are registered in.
     """
     settings = config.settings
+    cache = MediaCache(settings.cache_bytes) if settings.cache_bytes else None
     preprocessor = MediaPreprocessor(
         config.decoder,
         config.fetcher,
         pool,
         device=settings.device,
         max_workers=settings.decode_workers,
+        cache=cache,
     )
-    metrics = Metrics(pool.stats)
+    metrics = Metrics(pool.stats, cache.stats if cache else None)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -53,6 +55,7 @@ def create_app(config: ServerConfig, backend: Backend, pool: RegistrationPool) -
 
     app = FastAPI(title="dynamo-media", lifespan=lifespan)
     app.state.pool = pool
+    app.state.cache = cache
     app.state.metrics = metrics
     chat = ChatCompletions(preprocessor, backend, metrics, settings)
 
@@ -62,7 +65,7 @@ def create_app(config: ServerConfig, backend: Backend, pool: RegistrationPool) -
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
-        return {"status": "ok", "pool": pool.stats()}
+        return {"status": "ok", "pool": pool.stats(), "cache": cache.stats() if cache else None}
 
     @app.get("/metrics")
     async def metrics_endpoint() -> Response:

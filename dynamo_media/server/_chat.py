@@ -153,6 +153,8 @@ class ChatCompletions:
                 metrics.stage_seconds.labels(stage, item.modality).observe(seconds)
             metrics.fetched_bytes.labels(item.modality).inc(item.fetched_bytes)
             metrics.items.labels(item.modality).inc()
+            if item.cached is not None and item.cached.hit:
+                continue  # nothing was decoded: the frames and samples were counted before
             media = item.media
             if item.modality == "video":
                 metrics.frames.inc(len(media.metadata["frames_indices"]))

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -12,10 +13,40 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 __all__ = ["Metrics"]
 
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class _CacheCollector(Collector):
+    """The decoded-media cache's counters, read from its ``stats()`` at scrape time (the cache
+    counts them itself, under its lock)."""
+
+    def __init__(self, stats: Callable[[], dict[str, Any]]) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        s = self._stats()
+        yield CounterMetricFamily(
+            "dynamo_media_cache_hits",
+            "Media items served from the decoded-media cache (or a concurrent request's decode)",
+            s["hits"],
+        )
+        yield CounterMetricFamily(
+            "dynamo_media_cache_misses", "Media items the cache had to decode", s["misses"]
+        )
+        yield CounterMetricFamily(
+            "dynamo_media_cache_evictions", "Cache entries evicted for room", s["evictions"]
+        )
+        yield GaugeMetricFamily(
+            "dynamo_media_cache_bytes", "Bytes of decoded tensors the cache keeps now", s["bytes"]
+        )
+        yield GaugeMetricFamily(
+            "dynamo_media_cache_entries", "Items the cache keeps now", s["entries"]
+        )
 
 
 class Metrics:
@@ -23,11 +54,19 @@ class Metrics:
 
     Args:
         pool_stats: returns the registration pool's ``stats()``, read at scrape time.
+        cache_stats: returns the decoded-media cache's ``stats()``, read at scrape time;
+            ``None`` when the server has no cache (no cache metrics).
     """
 
-    def __init__(self, pool_stats: Callable[[], dict[str, int]]) -> None:
+    def __init__(
+        self,
+        pool_stats: Callable[[], dict[str, int]],
+        cache_stats: Callable[[], dict[str, Any]] | None,
+    ) -> None:
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)
+        if cache_stats is not None:
+            self.registry.register(_CacheCollector(cache_stats))
         r = self.registry
         self.stage_seconds = Histogram(
             "dynamo_media_stage_seconds",
@@ -48,7 +87,12 @@ class Metrics:
         )
         self.frames = Counter("dynamo_media_frames_decoded", "Video frames decoded", registry=r)
         self.samples = Counter("dynamo_media_audio_samples_decoded", "Audio samples", registry=r)
-        self.items = Counter("dynamo_media_items", "Media items decoded", ["modality"], registry=r)
+        self.items = Counter(
+            "dynamo_media_items",
+            "Media items served, decoded or from the cache",
+            ["modality"],
+            registry=r,
+        )
         self.errors = Counter(
             "dynamo_media_errors", "Errors by type and modality", ["type", "modality"], registry=r
         )

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from dynamo_media._cache import DEFAULT_CACHE_BYTES
 from dynamo_media._decoder import MediaDecoder
 from dynamo_media._errors import InvalidOptions
 from dynamo_media._options import Options
@@ -39,6 +40,9 @@ class ServerSettings(Options):
             at once. Default: 2 GiB.
         device: where decoded tensors go, ``"cpu"`` or ``"cuda"``. Default: ``"cpu"``.
         backend_timeout_ms: how long the backend may take to answer. Default: 600000.
+        cache_bytes: decoded media kept between requests, keyed by the fetched bytes and the
+            options (Note [cache key] in ``_cache.py``), least recently used out first; ``0``
+            turns the cache off. Default: 512 MiB.
     """
 
     model: str = "dynamo-media-echo"
@@ -48,6 +52,7 @@ class ServerSettings(Options):
     pool_capacity_bytes: int = 2048 * MiB
     device: str = "cpu"
     backend_timeout_ms: int = 600_000
+    cache_bytes: int = dataclasses.field(default=DEFAULT_CACHE_BYTES, metadata={"min": 0})
 
 
 def default_config() -> dict[str, Any]:

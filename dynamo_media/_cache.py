@@ -1,0 +1,253 @@
+"""``MediaCache``: decoded media kept between requests, keyed by the fetched bytes and every
+option that decoded them; least recently used first out, bounded by bytes.
+
+    cache = MediaCache(capacity_bytes=512 << 20)
+    held = await cache.get(cache_key("image", encoded, options, device="cpu"), decode)
+    ...  # register held.media, send it
+    held.release()  # when the request ends
+
+# Note [cache key]
+The key is the sha256 of the fetched bytes' hash (``EncodedMedia.content_hash``), the modality,
+the device, and the whole options object of the item (``ImageOptions``/``VideoOptions``/
+``AudioOptions.to_dict()``: sampling, size, layout, mode, sample rate, ... and ``limits``). The
+options class is the decode step's schema, so everything a decode depends on is in the key, and a
+request never gets a result decoded under other options or other limits. Options that give the
+same output under two spellings (``fps`` vs. ``num_frames``) are two keys: a lost hit, never a
+wrong one. ``DecodedMedia.content_hash`` is not the key: it names what came out (the frames chosen,
+the size), which is known only after decoding, and it leaves out the limits.
+
+# Note [cache sharing]
+An entry is the decoded tensor, never a registration. Each request that uses it registers it
+itself (``register_media``: a large contiguous tensor is registered in place, so the requests
+share its memory without a copy; a small one is copied into a pool region). Each lease keeps its
+own lease id and lease word, so early free (Note [early free] in nixl/_pool.py) and stale-read
+safety (Note [stale reads]) stay per request, and an idle entry spends none of the pool's budget.
+A request holds the entries it uses until it ends (``CachedMedia.release``); an entry is evicted
+only when nobody holds it. When the unheld entries cannot make room for a new one, the new
+one is served but not stored: the cache's bytes never pass ``capacity_bytes``.
+
+Concurrent requests for an item not yet cached decode it once: the first decodes and the others
+wait for it (single flight). A decode that fails is not stored; its ``MediaError`` (a property of
+the bytes and options) goes to the waiters too, and after any other failure (the first request
+was cancelled) the waiters try again, one of them decoding.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import copy
+import dataclasses
+import threading
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from dynamo_media._errors import MediaError
+from dynamo_media._media import DecodedMedia, EncodedMedia, options_hash
+from dynamo_media._options import Options, format_bytes
+
+__all__ = ["DEFAULT_CACHE_BYTES", "CachedMedia", "MediaCache", "cache_key"]
+
+DEFAULT_CACHE_BYTES = 512 << 20
+
+
+def cache_key(modality: str, media: EncodedMedia, options: Options, *, device: str) -> str:
+    """The cache key of an item: its fetched bytes and everything that decodes them
+    (Note [cache key]).
+
+    Args:
+        modality: ``"image"``, ``"video"`` or ``"audio"``.
+        media: the fetched bytes (their ``content_hash`` goes into the key).
+        options: the item's options, the request's ``media_io_kwargs`` applied, with limits.
+        device: where the decoded tensor ends up.
+    """
+    what = {"modality": modality, "device": device, "options": options.to_dict()}
+    return options_hash(media.content_hash, what)
+
+
+def _nbytes(media: DecodedMedia) -> int:
+    # The storage, not the view: what keeping the entry keeps alive.
+    return media.tensor.untyped_storage().nbytes()
+
+
+@dataclasses.dataclass(eq=False)
+class _Entry:
+    media: DecodedMedia
+    nbytes: int
+    refs: int = 0
+    stored: bool = False
+
+
+class CachedMedia:
+    """A request's hold on a cached (or just decoded) item.
+
+    Attributes:
+        media: the decoded media; the tensor is shared with the other holders and must not be
+            written, the metadata is this hold's own copy.
+        hit: whether this request found it decoded (or waited for another request's decode)
+            rather than decoding it.
+    """
+
+    def __init__(self, cache: MediaCache, entry: _Entry, *, hit: bool) -> None:
+        self._cache = cache
+        self._entry: _Entry | None = entry if entry.stored else None
+        media = entry.media
+        self.media = dataclasses.replace(media, metadata=copy.deepcopy(media.metadata))
+        self.hit = hit
+
+    def release(self) -> None:
+        """Ends the hold, so that the entry may be evicted; a second call does nothing."""
+        entry, self._entry = self._entry, None
+        if entry is not None:
+            self._cache._unhold(entry)
+
+    def __repr__(self) -> str:
+        state = "held" if self._entry is not None else "not held"
+        return f"CachedMedia({self.media!r}, hit={self.hit}, {state})"
+
+
+class MediaCache:
+    """Decoded media shared between requests, bounded by bytes (Notes [cache key],
+    [cache sharing]).
+
+    Args:
+        capacity_bytes: the most bytes of decoded tensors kept. Default: 512 MiB.
+
+    Raises:
+        ValueError: ``capacity_bytes`` is not a positive integer (a server with ``cache_bytes``
+            0 makes no cache).
+    """
+
+    def __init__(self, capacity_bytes: int = DEFAULT_CACHE_BYTES) -> None:
+        if isinstance(capacity_bytes, bool) or not isinstance(capacity_bytes, int):
+            raise TypeError(f"capacity_bytes must be an int, got {type(capacity_bytes).__name__}")
+        if capacity_bytes <= 0:
+            raise ValueError(f"capacity_bytes must be > 0, got {capacity_bytes}")
+        self.capacity_bytes = capacity_bytes
+        self._lock = threading.Lock()
+        self._entries: collections.OrderedDict[str, _Entry] = collections.OrderedDict()
+        # The decodes under way; the future's result is the entry, or None for "try again".
+        self._flights: dict[str, concurrent.futures.Future[_Entry | None]] = {}
+        self._bytes = 0
+        self._hits = self._misses = self._evictions = 0
+
+    async def get(self, key: str, decode: Callable[[], Awaitable[DecodedMedia]]) -> CachedMedia:
+        """The item under ``key``, held for the caller: cached, decoded by a concurrent caller,
+        or decoded now with ``decode`` and stored if it fits.
+
+        Args:
+            key: ``cache_key(...)`` of the item.
+            decode: decodes the item; called only when nobody has it or is decoding it.
+
+        Returns:
+            The hold; ``release()`` it when the request ends.
+
+        Raises:
+            MediaError: the decode failed, here or in the concurrent caller that ran it.
+        """
+        while True:
+            with self._lock:
+                entry = self._entries.get(key)
+                if entry is not None:
+                    self._entries.move_to_end(key)
+                    self._hits += 1
+                    return self._hold(entry, hit=True)
+                flight = self._flights.get(key)
+                if flight is None:
+                    flight = concurrent.futures.Future()
+                    # Running: a waiter that is cancelled cannot cancel the others' future.
+                    flight.set_running_or_notify_cancel()
+                    self._flights[key] = flight
+                    self._misses += 1
+                    break
+            decoded = await asyncio.wrap_future(flight)
+            if decoded is not None:
+                with self._lock:
+                    self._hits += 1
+                    return self._hold(decoded, hit=True)
+        return await self._decode(key, flight, decode)
+
+    async def _decode(
+        self,
+        key: str,
+        flight: concurrent.futures.Future[_Entry | None],
+        decode: Callable[[], Awaitable[DecodedMedia]],
+    ) -> CachedMedia:
+        try:
+            media = await decode()
+        except BaseException as exc:
+            with self._lock:
+                del self._flights[key]
+            if isinstance(exc, MediaError):
+                flight.set_exception(exc)
+            else:
+                flight.set_result(None)
+            raise
+        entry = _Entry(media, _nbytes(media))
+        with self._lock:
+            del self._flights[key]
+            self._store(key, entry)
+            held = self._hold(entry, hit=False)
+        flight.set_result(entry)
+        return held
+
+    def _store(self, key: str, entry: _Entry) -> None:
+        """Stores the entry if the unheld entries can make room, evicting the oldest first."""
+        unheld = sum(e.nbytes for e in self._entries.values() if e.refs == 0)
+        if self._bytes - unheld + entry.nbytes > self.capacity_bytes:
+            return
+        for old_key, old in list(self._entries.items()):
+            if self._bytes + entry.nbytes <= self.capacity_bytes:
+                break
+            if old.refs == 0:
+                self._evict(old_key, old)
+                self._evictions += 1
+        entry.stored = True
+        self._entries[key] = entry
+        self._bytes += entry.nbytes
+
+    def _evict(self, key: str, entry: _Entry) -> None:
+        del self._entries[key]
+        entry.stored = False
+        self._bytes -= entry.nbytes
+
+    def _hold(self, entry: _Entry, *, hit: bool) -> CachedMedia:
+        if entry.stored:
+            entry.refs += 1
+        return CachedMedia(self, entry, hit=hit)
+
+    def _unhold(self, entry: _Entry) -> None:
+        with self._lock:
+            entry.refs -= 1
+
+    def clear(self) -> None:
+        """Drops every entry nobody holds (held ones stay until released, then age out)."""
+        with self._lock:
+            for key, entry in list(self._entries.items()):
+                if entry.refs == 0:
+                    self._evict(key, entry)
+
+    def stats(self) -> dict[str, Any]:
+        """Capacity, bytes and entries kept, entries held, and hits, misses and evictions so far.
+
+        A hit is a request served without decoding (a concurrent caller's decode included); a
+        miss is a decode the cache ran.
+        """
+        with self._lock:
+            return {
+                "capacity_bytes": self.capacity_bytes,
+                "bytes": self._bytes,
+                "entries": len(self._entries),
+                "held": sum(e.refs > 0 for e in self._entries.values()),
+                "hits": self._hits,
+                "misses": self._misses,
+                "evictions": self._evictions,
+            }
+
+    def __repr__(self) -> str:
+        s = self.stats()
+        return (
+            f"MediaCache(capacity={format_bytes(s['capacity_bytes'])!r}, "
+            f"bytes={format_bytes(s['bytes'])!r}, entries={s['entries']}, held={s['held']})"
+        )
