@@ -6,6 +6,8 @@ over NIXL. See README.md.
 
 from dynamo_media._decoder import MediaDecoder
 from dynamo_media._errors import (
+    BackendNotReady,
+    BackendTimeout,
     BackendUnavailable,
     DecodeError,
     FetchError,
@@ -48,6 +50,8 @@ __version__ = "0.1.0"
 __all__ = [
     "AudioLimits",
     "AudioOptions",
+    "BackendNotReady",
+    "BackendTimeout",
     "BackendUnavailable",
     "DecodeError",
     "DecodedMedia",

@@ -19,11 +19,16 @@ with::
     ├── Overloaded            503     the server is at capacity; retry later
     ├── ReadError             502     a backend could not read an item over NIXL (transfer
     │                                 failed, or the frontend had released it)
-    └── BackendUnavailable    502     the hop to the backend failed: not reachable, timed out,
-                                      or answered garbage (not JSON, a broken stream)
+    └── BackendUnavailable    502     the hop to the backend failed: not reachable, or answered
+        │                             garbage (not JSON, a broken stream)
+        ├── BackendTimeout    504     a worker sent nothing within its deadline (frozen, or
+        │                             overloaded): the first message, or a stream's next chunk
+        └── BackendNotReady   503     no live backend at all (no worker listed, or every one
+                                      barred after failing); also what ``/health`` reports
 
-One rule for the last two: what fails past the frontend is 502 (Bad Gateway); 503 is only the
-frontend's own capacity, and only it carries ``Retry-After``. A backend's own
+One rule for the backend errors: what fails past the frontend is 502 (Bad Gateway), or 504 when a
+deadline passed; 503 is the frontend's own state (no capacity left, no backend to send to), which
+passes with time, and only 503 carries ``Retry-After``. A backend's own
 error answer (a ``ReadError`` body, say) is relayed with its status, not wrapped.
 
 Callers branch on the classes, never on the message text: a ``FetchError`` subclass says what
@@ -50,6 +55,8 @@ import re
 from collections.abc import Iterator
 
 __all__ = [
+    "BackendNotReady",
+    "BackendTimeout",
     "BackendUnavailable",
     "DecodeError",
     "FetchError",
@@ -209,6 +216,22 @@ class BackendUnavailable(MediaError):
     transport, never for an error the backend answered on purpose."""
 
     status = 502
+
+
+class BackendTimeout(BackendUnavailable):
+    """A backend sent nothing within a deadline: the first message of its answer (Dynamo's
+    ``first_chunk_timeout_ms``), or the next chunk of a stream (``idle_timeout_ms``). It is
+    frozen or overloaded; the request was stopped there."""
+
+    status = 504
+
+
+class BackendNotReady(BackendUnavailable):
+    """There is no backend to send to: no live worker is listed, or every listed one failed
+    moments ago and is barred. Raised at once, without waiting; ``/health`` answers 503 with it.
+    The client should retry later (``Retry-After``)."""
+
+    status = 503
 
 
 @contextlib.contextmanager

@@ -14,7 +14,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from dynamo_media import BackendUnavailable
+from dynamo_media import BackendNotReady, BackendTimeout, BackendUnavailable
 from dynamo_media.nixl import RegistrationPool
 from dynamo_media.server import Answer, Backend, Chunks, HttpBackend, create_app, parse_config
 from tests.test_image import LOSSY
@@ -26,15 +26,18 @@ COMPLETION = {"object": "chat.completion", "choices": [{"index": 0, "message": {
 
 class FakeBackend(Backend):
     """Records each payload, and the registrations lent while it answers; raises ``error`` when
-    set (at once, or after the first chunk of a stream)."""
+    set (at once, or after the first chunk of a stream); reports ``events`` for each request."""
 
     def __init__(self, pool: RegistrationPool) -> None:
         self.pool = pool
         self.payloads: list[dict[str, Any]] = []
         self.lent: list[int] = []
         self.error: BackendUnavailable | None = None
+        self.events: list[tuple[Any, str]] = []
 
     async def chat(self, payload: dict[str, Any]) -> Answer | Chunks:
+        for kind, instance in self.events:
+            self._emit(kind, instance)
         self.payloads.append(payload)
         self.lent.append(self.pool.stats()["lent"])
         if payload.get("stream"):
@@ -161,6 +164,58 @@ class TestBackendSeam:
         assert json.loads(first.removeprefix("data: ")) == CHUNK
         assert json.loads(error.removeprefix("data: "))["error"]["code"] == "BackendUnavailable"
         assert pool.stats()["lent"] == 0
+
+
+class TestReadiness:
+    def test_health_follows_the_backend(self, client: TestClient, backend: FakeBackend) -> None:
+        """The default ``ready()`` asks ``models()``: a dead backend is 503 here, not 200."""
+        health = client.get("/health")
+        assert health.status_code == 200
+        assert health.json() == {
+            "status": "ok",
+            "backend": {},
+            "pool": health.json()["pool"],
+            "cache": health.json()["cache"],
+        }
+        backend.error = BackendUnavailable("the backend at fake:// failed: ConnectError()")
+        health = client.get("/health")
+        assert health.status_code == 503 and health.headers["Retry-After"] == "1"
+        assert health.json()["status"] == "unavailable"
+        assert health.json()["error"]["code"] == "BackendUnavailable"
+        assert health.json()["error"]["message"] == str(backend.error)
+        assert health.json()["pool"]["lent"] == 0
+
+    @pytest.mark.parametrize(
+        ("error", "status"),
+        [(BackendNotReady("no live worker"), 503), (BackendTimeout("sent nothing"), 504)],
+    )
+    def test_backend_errors_answer_their_status(
+        self, client: TestClient, backend: FakeBackend, error: BackendUnavailable, status: int
+    ) -> None:
+        backend.error = error
+        answers = [chat(client, [image_part()])]
+        if isinstance(error, BackendNotReady):
+            answers.append(client.get("/v1/models"))
+        for answer in answers:
+            assert answer.status_code == status
+            assert ("Retry-After" in answer.headers) == (status == 503)
+            assert answer.json()["error"]["code"] == type(error).__name__
+
+    def test_events_and_first_chunk_become_metrics(
+        self, client: TestClient, backend: FakeBackend
+    ) -> None:
+        backend.events = [("failed", "a1"), ("failover", "b2"), ("answered", "b2")]
+        assert chat(client, "hi").status_code == 200
+        assert chat(client, "hi", stream=True).status_code == 200
+        text = client.get("/metrics").text
+        for line in [
+            'dynamo_media_backend_requests_total{instance="a1",outcome="failed"} 2.0',
+            'dynamo_media_backend_requests_total{instance="b2",outcome="answered"} 2.0',
+            "dynamo_media_backend_failovers_total 2.0",
+            'dynamo_media_backend_first_chunk_seconds_count{kind="whole"} 1.0',
+            'dynamo_media_backend_first_chunk_seconds_count{kind="stream"} 1.0',
+        ]:
+            assert line in text.splitlines()
 
 
 class _RawHandler(http.server.BaseHTTPRequestHandler):

@@ -1,22 +1,26 @@
 """The Dynamo transport end to end: ``dynamo-media serve --transport dynamo --workers 2`` (a
 frontend and two ``dynamo-media worker`` processes on Dynamo's runtime, file discovery in a
 private directory, tcp request plane) driven by the official ``openai`` client; a worker is
-SIGKILLed and requests fail over; SIGTERM to ``serve`` stops every child. Images go inline
-(``data:`` URLs): fetching over HTTP is test_server.py's."""
+SIGKILLed and requests fail over, one SIGSTOPped answers 504; with no live worker ``/health``,
+chat and ``/v1/models`` answer 503; a client that goes away mid-stream stops its worker
+(``tests/slow_worker.py``) and frees its registrations; SIGTERM to ``serve`` stops every child.
+Images go inline (``data:`` URLs): fetching over HTTP is test_server.py's."""
 
 import asyncio
 import base64
 import os
 import signal
 import subprocess
-from collections.abc import Iterator
+import sys
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import openai
 import pytest
 
-from dynamo_media import BackendUnavailable, cli, decode_image, tensor_sha256
+from dynamo_media import BackendNotReady, BackendUnavailable, cli, decode_image, tensor_sha256
 from dynamo_media.server import DynamoBackend
 from tests.serve import serving_process
 from tests.test_image import LOSSY
@@ -65,6 +69,23 @@ def worker_pid(client: openai.OpenAI) -> int:
 
 def lent(url: str) -> int:
     return int(httpx.get(f"{url}/health", timeout=5).json()["pool"]["lent"])
+
+
+def samples(url: str, name: str) -> dict[str, float]:
+    """The samples of one metric on ``/metrics``: ``{labels: value}``."""
+    found = {}
+    for line in httpx.get(f"{url}/metrics", timeout=5).text.splitlines():
+        if line.startswith(name):
+            key, value = line.removeprefix(name).rsplit(" ", 1)
+            found[key] = float(value)
+    return found
+
+
+def wait_for(check: Callable[[], bool], what: str, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, f"{what} did not happen within {timeout_s} s"
+        time.sleep(0.1)
 
 
 class TestDynamoBackend:
@@ -144,30 +165,60 @@ class TestServeDynamo:
         assert len(set(pids)) == 2
         assert pids[:2] * 3 == pids  # round robin
 
+    def test_health_counts_the_live_workers(
+        self, served: tuple[subprocess.Popen[bytes], str]
+    ) -> None:
+        answer = httpx.get(f"{served[1]}/health", timeout=5)
+        assert answer.status_code == 200
+        assert answer.json()["status"] == "ok"
+        assert answer.json()["backend"] == {"instances": 2, "barred": 0}
+
+    def test_metrics_per_worker_and_first_chunk(
+        self, served: tuple[subprocess.Popen[bytes], str]
+    ) -> None:
+        url = served[1]
+        with openai_client(url) as client:
+            for _ in range(4):
+                worker_pid(client)
+            list(client.chat.completions.create(model=MODEL, stream=True, messages=[
+                {"role": "user", "content": "hi"}]))  # fmt: skip
+        answered = samples(url, "dynamo_media_backend_requests_total")
+        assert len(answered) == 2  # one series per worker, all answered
+        assert all('outcome="answered"' in labels for labels in answered)
+        assert sum(answered.values()) >= 5
+        first_chunk = samples(url, "dynamo_media_backend_first_chunk_seconds_count")
+        assert first_chunk['{kind="whole"}'] >= 4 and first_chunk['{kind="stream"}'] >= 1
+        assert samples(url, "dynamo_media_backend_failovers_total") == {"": 0.0}
+
     def test_a_frozen_worker_is_a_clean_error_then_skipped(
         self, served: tuple[subprocess.Popen[bytes], str]
     ) -> None:
         """Last in this class: the frozen worker stays barred for a while."""
-        with openai_client(served[1]) as client:
+        url = served[1]
+        with openai_client(url) as client:
             frozen = worker_pid(client)
             os.kill(frozen, signal.SIGSTOP)
             try:
                 # The next request but one goes to the frozen worker.
                 other = worker_pid(client)
-                with pytest.raises(openai.InternalServerError) as info:
+                with pytest.raises(openai.APIStatusError) as info:
                     worker_pid(client)
-                # Barred, it gets no requests while the other is live.
+                # Barred, it gets no requests while the other is live; health still says ready.
                 assert [worker_pid(client) for _ in range(4)] == [other] * 4
+                assert httpx.get(f"{url}/health", timeout=5).json()["backend"]["barred"] == 1
             finally:
                 os.kill(frozen, signal.SIGCONT)
-        assert info.value.status_code == 502
+        assert info.value.status_code == 504
         error = info.value.body
         assert isinstance(error, dict)
-        assert error["code"] == "BackendUnavailable"
+        assert error["code"] == "BackendTimeout"
         assert (
             f"sent nothing within first_chunk_timeout_ms ({FIRST_CHUNK_TIMEOUT_MS})"
             in (error["message"])
         )
+        outcomes = samples(url, "dynamo_media_backend_requests_total")
+        (timeout,) = [labels for labels in outcomes if 'outcome="timeout"' in labels]
+        assert outcomes[timeout] == 1
 
 
 class TestWorkerLoss:
@@ -196,8 +247,86 @@ class TestWorkerLoss:
                     "Received 0 media item(s)"
                 )
             assert lent(url) == 0
+            assert samples(url, "dynamo_media_backend_failovers_total")[""] >= 1
+            failed = samples(url, "dynamo_media_backend_requests_total")
+            assert any('outcome="failed"' in labels for labels in failed)
 
             os.kill(proc.pid, signal.SIGTERM)  # serve alone, not its group
             assert proc.wait(timeout=30) == 0
             with pytest.raises(ProcessLookupError):  # nothing left in its process group
                 os.killpg(proc.pid, 0)
+
+
+class TestNoLiveWorker:
+    def test_health_chat_and_models_answer_503(self) -> None:
+        """The only worker goes (SIGTERM: it leaves discovery): ``/health`` says not ready and
+        requests answer 503 ``BackendNotReady`` at once, in OpenAI's shape."""
+        args = [*SERVE_ARGS[:3], "1", *SERVE_ARGS[4:]]
+        with serving_process(CONFIG, args=args) as (_, url), openai_client(url) as client:
+            os.kill(worker_pid(client), signal.SIGTERM)
+            wait_for(lambda: httpx.get(f"{url}/health").status_code == 503, "health 503")
+            health = httpx.get(f"{url}/health", timeout=5)
+            assert health.headers["Retry-After"] == "1"
+            assert health.json()["status"] == "unavailable"
+            assert health.json()["error"]["code"] == "BackendNotReady"
+            assert health.json()["pool"]["lent"] == 0
+            no_worker = (
+                "no live worker serves dynamo_media.backend.generate (file discovery); start one "
+                "with `dynamo-media worker`"
+            )
+            for call in (lambda: ask_image(client, LOSSY["jpeg"]()), client.models.list):
+                with pytest.raises(openai.APIStatusError) as info:
+                    call()
+                assert info.value.status_code == 503
+                assert info.value.body == {
+                    "message": no_worker,
+                    "type": "overloaded_error",
+                    "param": None,
+                    "code": BackendNotReady.__name__,
+                }
+            assert lent(url) == 0
+
+
+class TestClientDisconnect:
+    def test_stops_the_worker_and_frees_the_registrations(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """``serve --workers 0`` finds a slow worker of the test's own through file discovery;
+        the client reads three chunks of an image request's stream and hangs up."""
+        for key, value in {
+            "DYN_DISCOVERY_BACKEND": "file",
+            "DYN_FILE_KV": str(tmp_path / "discovery"),
+            "DYN_REQUEST_PLANE": "tcp",
+            "DYN_TCP_RPC_HOST": "127.0.0.1",
+            "DYN_TCP_RESPONSE_STREAM_HOST": "127.0.0.1",
+            "DYN_LOG": "warn",
+        }.items():
+            monkeypatch.setenv(key, value)
+        record = tmp_path / "record"
+        cmd = [sys.executable, "-m", "tests.slow_worker", str(record)]
+        worker = subprocess.Popen(cmd, cwd=Path(__file__).parent.parent, start_new_session=True)
+        try:
+            with serving_process(CONFIG, args=[*SERVE_ARGS[:3], "0"]) as (_, url):
+                body = {
+                    "model": MODEL,
+                    "stream": True,
+                    "messages": [{"role": "user", "content": [image_part(LOSSY["jpeg"]())]}],
+                }
+                with (
+                    httpx.Client(timeout=10) as http,
+                    http.stream("POST", f"{url}/v1/chat/completions", json=body) as answer,
+                ):
+                    events = (line for line in answer.iter_lines() if line.startswith("data:"))
+                    for _ in range(3):
+                        assert '"chat.completion.chunk"' in next(events)
+                    assert lent(url) == 1  # the image, held while the answer streams
+                # The connection is closed: the frontend stops the worker and releases.
+                wait_for(lambda: lent(url) == 0, "the release")
+                wait_for(record.exists, "the worker's stop")
+                (line,) = record.read_text().splitlines()
+                assert line.startswith("stopped after ")
+                stopped_after = int(line.split()[2])
+                assert 3 <= stopped_after < 200
+        finally:
+            worker.terminate()
+            worker.wait(timeout=30)

@@ -4,6 +4,8 @@ import pytest
 
 import dynamo_media._errors as errors
 from dynamo_media import (
+    BackendNotReady,
+    BackendTimeout,
     BackendUnavailable,
     DecodeError,
     FetchError,
@@ -41,6 +43,8 @@ from tests.test_audio import FORMATS, tone
         (Overloaded, 503),
         (ReadError, 502),
         (BackendUnavailable, 502),
+        (BackendTimeout, 504),
+        (BackendNotReady, 503),
     ],
 )
 def test_status_and_tree(cls: type[MediaError], status: int) -> None:
@@ -67,6 +71,19 @@ def test_subclasses_answer_as_their_parent(cls: type[MediaError], parent: type[M
     err = cls("boom", upstream_status=404) if cls is UpstreamStatus else cls("boom")
     body = error_body(err)["error"]
     assert body["type"] == error_body(parent("boom"))["error"]["type"]
+    assert body["code"] == cls.__name__
+
+
+@pytest.mark.parametrize(
+    ("cls", "kind"), [(BackendTimeout, "server_error"), (BackendNotReady, "overloaded_error")]
+)
+def test_backend_errors_are_unavailable_with_their_own_status(
+    cls: type[BackendUnavailable], kind: str
+) -> None:
+    """A caller catching ``BackendUnavailable`` catches both; the answer's status is their own."""
+    assert cls.__bases__ == (BackendUnavailable,)
+    body = error_body(cls("boom"))["error"]
+    assert body["type"] == kind
     assert body["code"] == cls.__name__
 
 
@@ -127,7 +144,7 @@ def test_tree_is_drawn_in_docstring() -> None:
         for name in errors.__all__
         if isinstance(cls := getattr(errors, name), type) and name != "MediaError"
     }
-    assert len(classes) == 14
+    assert len(classes) == 16
     assert drawn_tree() == {
         name: (cls.__bases__[0].__name__, cls.status) for name, cls in classes.items()
     }

@@ -12,6 +12,8 @@ def test_root_exports() -> None:
     assert dynamo_media.__all__ == [
         "AudioLimits",
         "AudioOptions",
+        "BackendNotReady",
+        "BackendTimeout",
         "BackendUnavailable",
         "DecodeError",
         "DecodedMedia",

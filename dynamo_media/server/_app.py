@@ -4,22 +4,28 @@
 Chat requests are handled by ``ChatCompletions`` (see its module for the path of a request and
 the backpressure). Decoding runs on worker threads (the native decoders release the GIL), so
 text-only requests and health checks stay fast while videos decode.
+
+``/health`` is readiness: 200 with ``"status": "ok"`` only while the backend can take requests
+(``Backend.ready``: for Dynamo, at least one live worker); else 503 with the reason in OpenAI's
+error shape, so a load balancer stops sending here. Both carry the pool's and the cache's stats.
+``/v1/models`` answers the backend's list, or a ``BackendUnavailable`` in OpenAI's error shape
+(503 when no worker is live, 502 otherwise), never a bare 500.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from dynamo_media._errors import BackendUnavailable
+from dynamo_media._openai import error_body
 from dynamo_media.nixl import RegistrationPool
 from dynamo_media.preprocess import MediaCache, MediaPreprocessor
 from dynamo_media.server._backend import Backend
-from dynamo_media.server._chat import ChatCompletions, error_response
+from dynamo_media.server._chat import RETRY_AFTER_S, ChatCompletions, error_response
 from dynamo_media.server._metrics import Metrics
 from dynamo_media.server._settings import ServerConfig
 
@@ -46,6 +52,7 @@ def create_app(config: ServerConfig, backend: Backend, pool: RegistrationPool) -
         cache=cache,
     )
     metrics = Metrics(pool.stats, cache.stats if cache else None)
+    backend.add_event_hook(metrics.backend_event)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -64,8 +71,14 @@ def create_app(config: ServerConfig, backend: Backend, pool: RegistrationPool) -
         return await chat(request)
 
     @app.get("/health")
-    async def health() -> dict[str, Any]:
-        return {"status": "ok", "pool": pool.stats(), "cache": cache.stats() if cache else None}
+    async def health() -> Response:
+        stats = {"pool": pool.stats(), "cache": cache.stats() if cache else None}
+        try:
+            live = await backend.ready()
+        except BackendUnavailable as exc:
+            body = {"status": "unavailable", **error_body(exc), **stats}
+            return JSONResponse(body, status_code=503, headers={"Retry-After": RETRY_AFTER_S})
+        return JSONResponse({"status": "ok", "backend": live, **stats})
 
     @app.get("/metrics")
     async def metrics_endpoint() -> Response:

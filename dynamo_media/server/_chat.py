@@ -34,16 +34,16 @@ from dynamo_media.server._backend import Answer, Backend, Chunks
 from dynamo_media.server._metrics import Metrics
 from dynamo_media.server._settings import ServerSettings
 
-__all__ = ["ChatCompletions", "error_response"]
+__all__ = ["RETRY_AFTER_S", "ChatCompletions", "error_response"]
 
 log = logging.getLogger("dynamo_media.server")
 
-_RETRY_AFTER_S = "1"
+RETRY_AFTER_S = "1"
 
 
 def error_response(exc: MediaError) -> JSONResponse:
     """The answer for ``exc``: its status, OpenAI's error body, and ``Retry-After`` on 503."""
-    headers = {"Retry-After": _RETRY_AFTER_S} if exc.status == 503 else None
+    headers = {"Retry-After": RETRY_AFTER_S} if exc.status == 503 else None
     return JSONResponse(error_body(exc), status_code=exc.status, headers=headers)
 
 
@@ -103,6 +103,7 @@ class ChatCompletions:
                 async with self._slots.hold():
                     await self._preprocessor.run(result)
                 self._record(result)
+            sent = time.perf_counter()
             answer = await self._backend.chat(_payload(body, result))
         except MediaError as exc:
             if result is not None:
@@ -112,14 +113,15 @@ class ChatCompletions:
         seconds = time.perf_counter() - start
         self._metrics.request_seconds.labels("media" if result else "text").observe(seconds)
         log.info(json.dumps(_log_line(result, seconds, modality)))
-        return self._respond(answer, result, modality)
+        return self._respond(answer, result, modality, sent)
 
     def _respond(
-        self, answer: Answer | Chunks, result: PreprocessResult | None, modality: str
+        self, answer: Answer | Chunks, result: PreprocessResult | None, modality: str, sent: float
     ) -> Response:
         if not isinstance(answer, Answer):
-            relay = self._relay(answer, result, modality)
+            relay = self._relay(answer, result, modality, sent)
             return StreamingResponse(relay, media_type="text/event-stream")
+        self._metrics.first_chunk_seconds.labels("whole").observe(time.perf_counter() - sent)
         if result is not None:
             result.release()
         for item in answer.body.get("dynamo_media", {}).get("items", []):
@@ -128,10 +130,18 @@ class ChatCompletions:
         return JSONResponse(answer.body, status_code=answer.status)
 
     async def _relay(
-        self, chunks: Chunks, result: PreprocessResult | None, modality: str
+        self, chunks: Chunks, result: PreprocessResult | None, modality: str, sent: float
     ) -> AsyncIterator[bytes]:
+        """The chunks as server-sent events. A client that goes away mid-stream cancels this
+        generator (or closes it): ``finally`` closes the chunks, which stops the worker, and
+        releases the registrations."""
+        first = True
         try:
             async for chunk in chunks:
+                if first:
+                    first_chunk = self._metrics.first_chunk_seconds.labels("stream")
+                    first_chunk.observe(time.perf_counter() - sent)
+                    first = False
                 yield sse_event(chunk)
             yield SSE_DONE
         except MediaError as exc:

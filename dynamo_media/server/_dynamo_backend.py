@@ -19,8 +19,14 @@ sent once more, ``direct()`` to another live instance. The one that failed is ba
 instance gets requests only when no other is left. A failure after the first message is not
 retried (the client may have seen chunks): it is ``BackendUnavailable`` there. A worker that
 sends nothing within ``first_chunk_timeout_ms`` (frozen, or overloaded) is stopped
-(``stop_generating``) and barred, and the request fails with ``BackendUnavailable`` rather than
-trying again: a second wait would double the deadline the client was promised.
+(``stop_generating``) and barred, and the request fails with ``BackendTimeout`` (504) rather
+than trying again: a second wait would double the deadline the client was promised; so does a
+stream that sends no chunk within ``idle_timeout_ms``.
+
+No instance listed at all is ``BackendNotReady`` (503), at once: a request never waits for
+discovery (only ``connect()`` does, at start). ``ready()`` counts the live instances, listed and
+not barred, for ``/health``: none is ``BackendNotReady`` too. Each attempt is reported to the
+event hooks (``BackendEvent``: answered, failed, timeout, failover) for the per-worker metrics.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
-from dynamo_media._errors import BackendUnavailable
+from dynamo_media._errors import BackendNotReady, BackendTimeout, BackendUnavailable
 from dynamo_media.server._backend import Answer, Backend, Chunks
 
 if TYPE_CHECKING:
@@ -123,7 +129,7 @@ class DynamoBackend(Backend):
         self.bar_ms = bar_ms
         self._runtime: DistributedRuntime | None = None
         self._client: Client | None = None
-        self._connecting = asyncio.Lock()  # one runtime, however many requests come first
+        self._connecting = asyncio.Lock()
         self._turn = itertools.count()
         self._barred: dict[int, float] = {}  # instance id -> monotonic time the bar ends
 
@@ -138,23 +144,19 @@ class DynamoBackend(Backend):
         are live.
 
         Raises:
-            BackendUnavailable: fewer were live after ``connect_timeout_ms``.
+            BackendNotReady: fewer were live after ``connect_timeout_ms``.
+            BackendUnavailable: the runtime could not start (its discovery is unreachable).
         """
-        async with self._connecting:
-            if self._client is None:
-                self._runtime = self._dynamo.DistributedRuntime(
-                    asyncio.get_running_loop(), self.discovery, self.request_plane
-                )
-                self._client = await self._runtime.endpoint(self.endpoint).client()
+        client = await self._open()
         try:
             async with asyncio.timeout(self.connect_timeout_ms / 1000):
                 # wait_for_instances blocks until one instance exists, forever if none comes.
-                await self._client.wait_for_instances()
-                while len(self._client.instance_ids()) < min_instances:
+                await client.wait_for_instances()
+                while len(client.instance_ids()) < min_instances:
                     await asyncio.sleep(0.05)
         except TimeoutError:
-            live = len(self._client.instance_ids())
-            raise BackendUnavailable(
+            live = len(client.instance_ids())
+            raise BackendNotReady(
                 f"{live} worker(s) of {self.endpoint} ({self.discovery} discovery) were live after "
                 f"connect_timeout_ms ({self.connect_timeout_ms}), {min_instances} needed; start "
                 "them with `dynamo-media worker`, with the same discovery settings"
@@ -169,9 +171,12 @@ class DynamoBackend(Backend):
             if instance is None:
                 break
             start = time.perf_counter()
+            if failed:
+                self._emit("failover", f"{instance:x}")
             try:
                 return await self._send(client, instance, payload)
             except _WorkerFailed as exc:
+                self._emit("failed", f"{instance:x}")
                 self._barred[instance] = time.monotonic() + self.bar_ms / 1000
                 failed.append(instance)
                 error = exc
@@ -184,7 +189,7 @@ class DynamoBackend(Backend):
                 }
                 log.info(json.dumps(failover))
         if error is None:
-            raise BackendUnavailable(self._no_instance())
+            raise BackendNotReady(self._no_instance())
         raise BackendUnavailable(
             f"{len(failed)} worker(s) of {self.endpoint} failed before answering: {error}"
         ) from error
@@ -192,14 +197,49 @@ class DynamoBackend(Backend):
     async def models(self) -> dict[str, Any]:
         client = await self._connected()
         if not client.instance_ids():
-            raise BackendUnavailable(self._no_instance())
+            raise BackendNotReady(self._no_instance())
         entry = {"id": self.model, "object": "model", "created": 0, "owned_by": "dynamo-media"}
         return {"object": "list", "data": [entry]}
+
+    async def ready(self) -> dict[str, Any]:
+        """The live instances, without waiting: listed by discovery, and not barred.
+
+        Returns:
+            ``{"instances": <listed>, "barred": <of those, barred after failing>}``.
+
+        Raises:
+            BackendNotReady: none is live.
+            BackendUnavailable: the runtime could not start.
+        """
+        client = await self._open()
+        now = time.monotonic()
+        listed = client.instance_ids()
+        barred = sum(self._barred.get(i, 0.0) > now for i in listed)
+        if barred == len(listed):
+            reason = f"its {barred} worker(s) failed moments ago" if barred else "none is listed"
+            raise BackendNotReady(f"{self._no_instance()} ({reason})")
+        return {"instances": len(listed), "barred": barred}
 
     async def aclose(self) -> None:
         if self._runtime is not None:
             self._runtime.shutdown()
             self._runtime = self._client = None
+
+    async def _open(self) -> Client:
+        """The runtime and the endpoint's client, created once on the running loop."""
+        async with self._connecting:  # one runtime, however many requests come first
+            if self._client is None:
+                try:
+                    self._runtime = self._dynamo.DistributedRuntime(
+                        asyncio.get_running_loop(), self.discovery, self.request_plane
+                    )
+                    self._client = await self._runtime.endpoint(self.endpoint).client()
+                except Exception as exc:  # the runtime raises bare Exception
+                    raise BackendUnavailable(
+                        f"Dynamo's runtime could not start a client of {self.endpoint} "
+                        f"({self.discovery} discovery, {self.request_plane} plane): {exc}"
+                    ) from exc
+            return self._client
 
     async def _connected(self) -> Client:
         if self._client is None:
@@ -227,7 +267,8 @@ class DynamoBackend(Backend):
 
         Raises:
             _WorkerFailed: it failed before its first message.
-            BackendUnavailable: it sent nothing in time, or garbage.
+            BackendTimeout: it sent nothing in time.
+            BackendUnavailable: it sent garbage.
         """
         context = self._dynamo.Context(payload.get("request_id"))
         timeout_s = self.first_chunk_timeout_ms / 1000
@@ -237,8 +278,9 @@ class DynamoBackend(Backend):
                 first = await anext(stream)
         except TimeoutError:
             context.stop_generating()
+            self._emit("timeout", f"{instance:x}")
             self._barred[instance] = time.monotonic() + self.bar_ms / 1000
-            raise BackendUnavailable(
+            raise BackendTimeout(
                 f"worker {instance:x} of {self.endpoint} sent nothing within "
                 f"first_chunk_timeout_ms ({self.first_chunk_timeout_ms}); it is frozen or "
                 "overloaded"
@@ -247,6 +289,7 @@ class DynamoBackend(Backend):
             raise _WorkerFailed("it ended its answer before the first message") from None
         except Exception as exc:  # the runtime raises bare Exception ("Unavailable: ...")
             raise _WorkerFailed(str(exc)) from exc
+        self._emit("answered", f"{instance:x}")
         if isinstance(first, dict) and "chunk" in first:
             return self._chunks(stream, first, context, instance)
         answer = self._answer(first, instance)
@@ -268,7 +311,7 @@ class DynamoBackend(Backend):
                     ended = True
                     return
                 except TimeoutError:
-                    raise BackendUnavailable(
+                    raise BackendTimeout(
                         f"worker {instance:x} of {self.endpoint} sent no chunk within "
                         f"idle_timeout_ms ({self.idle_timeout_ms})"
                     ) from None

@@ -1,4 +1,10 @@
-"""Prometheus metrics of the frontend, one registry per app."""
+"""Prometheus metrics of the frontend, one registry per app.
+
+The backend hop: ``dynamo_media_backend_first_chunk_seconds`` is measured by the frontend for
+every transport (from sending to the first message: a whole answer, or a stream's first chunk,
+failovers included); the per-worker counts and failovers come from the transport's
+``BackendEvent``s, so only a transport with several workers (Dynamo) has them.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +21,8 @@ from prometheus_client import (
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+from dynamo_media.server._backend import BackendEvent
 
 __all__ = ["Metrics"]
 
@@ -96,6 +104,27 @@ class Metrics:
         self.errors = Counter(
             "dynamo_media_errors", "Errors by type and modality", ["type", "modality"], registry=r
         )
+        self.first_chunk_seconds = Histogram(
+            "dynamo_media_backend_first_chunk_seconds",
+            "Seconds from sending a request to the backend to its first message (a whole "
+            "answer, or a stream's first chunk), failovers included",
+            ["kind"],
+            buckets=_BUCKETS,
+            registry=r,
+        )
+        self.backend_requests = Counter(
+            "dynamo_media_backend_requests",
+            "Attempts per worker and outcome: answered (its first message came), failed "
+            "(before it; a failover follows when a worker is left), timeout (nothing within "
+            "the first-chunk deadline)",
+            ["instance", "outcome"],
+            registry=r,
+        )
+        self.failovers = Counter(
+            "dynamo_media_backend_failovers",
+            "Requests sent once more, to another worker, after one failed before its first message",
+            registry=r,
+        )
         registered = Gauge(
             "dynamo_media_registered_bytes",
             "Bytes of the NIXL pool's budget held now (pool regions and zero-copy tensors)",
@@ -112,6 +141,13 @@ class Metrics:
             registry=r,
         )
         zero_copy.set_function(lambda: pool_stats()["zero_copy"])
+
+    def backend_event(self, event: BackendEvent) -> None:
+        """Counts one ``BackendEvent`` (the backend's event hook)."""
+        if event.kind == "failover":
+            self.failovers.inc()
+        else:
+            self.backend_requests.labels(event.instance, event.kind).inc()
 
     def render(self) -> bytes:
         """The exposition text."""

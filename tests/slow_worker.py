@@ -1,0 +1,49 @@
+"""A worker on Dynamo's runtime that streams slowly, for tests of what a frontend does mid-stream:
+``python -m tests.slow_worker RECORD``. It serves ``dynamo_media.backend.generate`` (the
+environment says where: ``DYN_FILE_KV`` and friends) and answers each request with up to
+``CHUNKS`` chunks, one per ``INTERVAL_S``, never reading the request's items; when the frontend
+stops the request (``context.is_stopped()``) it stops and appends ``stopped after N chunks`` to
+the file RECORD, else ``ended``."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from dynamo.runtime import Context, DistributedRuntime
+
+CHUNKS = 200
+INTERVAL_S = 0.05
+
+
+def chunk(request: dict[str, Any], text: str) -> dict[str, Any]:
+    delta = {"content": text}
+    choice = {"index": 0, "delta": delta, "finish_reason": None}
+    return {"id": request["request_id"], "object": "chat.completion.chunk", "choices": [choice]}
+
+
+async def main(record: Path) -> None:
+    loop = asyncio.get_running_loop()
+    runtime = DistributedRuntime(loop, "file", "tcp")
+    loop.add_signal_handler(signal.SIGTERM, runtime.shutdown)
+
+    async def generate(request: dict[str, Any], context: Context) -> AsyncIterator[dict[str, Any]]:
+        for n in range(CHUNKS):
+            if context.is_stopped():
+                with record.open("a") as f:
+                    f.write(f"stopped after {n} chunks\n")
+                return
+            yield {"chunk": chunk(request, f"{n} ")}
+            await asyncio.sleep(INTERVAL_S)
+        with record.open("a") as f:
+            f.write("ended\n")
+
+    await runtime.endpoint("dynamo_media.backend.generate").serve_endpoint(generate)
+
+
+if __name__ == "__main__":
+    asyncio.run(main(Path(sys.argv[1])))
