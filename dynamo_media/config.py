@@ -117,6 +117,10 @@ class FetchPolicy(Options):
         max_bytes: cap on a body (and a ``data:`` URL's payload). Default: 256 MiB.
         allowed_local_media_path: a directory under which ``file:`` URLs may be read.
             Default: ``None``, ``file:`` refused.
+        http_cache_bytes: bytes of cacheable http(s) response bodies kept between fetches
+            (``Cache-Control: max-age``, ``ETag`` / ``Last-Modified`` revalidation; least
+            recently used first out; see Note [HTTP cache] in ``fetch/_http_cache.py``).
+            Default: 0, off: every fetch downloads.
     """
 
     user_agent: str = DEFAULT_USER_AGENT
@@ -128,6 +132,7 @@ class FetchPolicy(Options):
     max_redirects: int = dataclasses.field(default=DEFAULT_MAX_REDIRECTS, metadata=_ZERO_OK)
     max_bytes: int = DEFAULT_MAX_BYTES
     allowed_local_media_path: str | None = None
+    http_cache_bytes: int = dataclasses.field(default=0, metadata=_ZERO_OK)
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -1,7 +1,9 @@
 """A real threaded HTTP server on 127.0.0.1 for fetch tests and benchmarks; it counts hits.
 
 Routes:
-    /file/<name>                 a registered body (Content-Type from ``add``)
+    /file/<name>                 a registered body (Content-Type and headers from ``add``); 304
+                                 to an ``If-None-Match`` that names its ``ETag``, or an
+                                 ``If-Modified-Since`` not older than its ``Last-Modified``
     /chunked/<name>              the same body, chunked (no Content-Length)
     /redirect?to=<url>           302 to ``url``
     /status/<code>               that status, empty body
@@ -15,6 +17,7 @@ Routes:
 from __future__ import annotations
 
 import collections
+import email.utils
 import http.server
 import threading
 import time
@@ -43,6 +46,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def _not_modified(self, headers: dict[str, str]) -> bool:
+        etag, since = self.headers.get("If-None-Match"), self.headers.get("If-Modified-Since")
+        if etag is not None:  # it wins over If-Modified-Since (RFC 9110, 13.2.2)
+            return "ETag" in headers and headers["ETag"] in (t.strip() for t in etag.split(","))
+        if since is not None and "Last-Modified" in headers:
+            modified = email.utils.parsedate_to_datetime(headers["Last-Modified"])
+            return modified <= email.utils.parsedate_to_datetime(since)
+        return False
+
     def do_GET(self) -> None:
         url = urllib.parse.urlsplit(self.path)
         query = dict(urllib.parse.parse_qsl(url.query))
@@ -51,7 +63,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         kind, _, name = url.path.strip("/").partition("/")
         if kind == "file" and name in self.server.files:
             body, mime = self.server.files[name]
-            self._send(200, body, mime)
+            headers = self.server.file_headers.get(name, {})
+            if self._not_modified(headers):
+                self.server.not_modified[url.path] += 1
+                self.send_response(304)
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.end_headers()
+            else:
+                self._send(200, body, mime, headers)
         elif kind == "chunked" and name in self.server.files:
             body, mime = self.server.files[name]
             self.send_response(200)
@@ -104,11 +124,16 @@ class MediaServer(http.server.ThreadingHTTPServer):
     """Serves registered bodies on 127.0.0.1 (a free port) from a background thread."""
 
     daemon_threads = True
+    # socketserver's 5 drops the connections of a burst of fetches (a benchmark's 32 fetch
+    # threads opening theirs at once), which then wait a second for the SYN to be sent again.
+    request_queue_size = 128
 
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         self.files: dict[str, tuple[bytes, str]] = {}
+        self.file_headers: dict[str, dict[str, str]] = {}
         self.hits: collections.Counter[str] = collections.Counter()
+        self.not_modified: collections.Counter[str] = collections.Counter()  # 304s sent
         self.hosts: list[str] = []
         self._thread = threading.Thread(target=self.serve_forever, daemon=True)
         self._thread.start()
@@ -117,9 +142,17 @@ class MediaServer(http.server.ThreadingHTTPServer):
     def port(self) -> int:
         return self.server_address[1]
 
-    def add(self, name: str, body: bytes, mime: str = "application/octet-stream") -> str:
-        """Registers a body; returns its path (``/file/<name>``)."""
+    def add(
+        self,
+        name: str,
+        body: bytes,
+        mime: str = "application/octet-stream",
+        headers: dict[str, str] | None = None,
+    ) -> str:
+        """Registers a body, with extra response headers (``Cache-Control``, ``ETag``,
+        ``Last-Modified``); returns its path (``/file/<name>``)."""
         self.files[name] = (body, mime)
+        self.file_headers[name] = dict(headers or {})
         return f"/file/{name}"
 
     def url(self, path: str, host: str = "media.test") -> str:

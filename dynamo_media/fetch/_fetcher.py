@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -35,12 +36,10 @@ class MediaFetcher:
         self.policy = policy or FetchPolicy()
         self._resolver = resolver
         self._client: HttpClient | None = None
+        self._client_lock = threading.Lock()
 
     def _set(self, **changes: Any) -> MediaFetcher:
         self.policy = dataclasses.replace(self.policy, **changes)
-        if self._client is not None:  # its pooled connections were made under the old policy
-            self._client.session.close()
-            self._client = None
         return self
 
     def user_agent(self, value: str) -> MediaFetcher:
@@ -79,10 +78,20 @@ class MediaFetcher:
         """Allows ``file:`` URLs under this directory; ``None`` refuses them."""
         return self._set(allowed_local_media_path=None if path is None else str(path))
 
+    def http_cache_bytes(self, value: int) -> MediaFetcher:
+        """Keeps up to this many bytes of cacheable http(s) bodies between fetches; 0: off."""
+        return self._set(http_cache_bytes=value)
+
     def _http(self) -> HttpClient:
-        if self._client is None:
-            self._client = HttpClient(self.policy, resolver=self._resolver)
-        return self._client
+        # One client per policy: a new policy gets new pooled connections and an empty HTTP
+        # cache (Note [HTTP cache]), however the policy was changed.
+        with self._client_lock:
+            client = self._client
+            if client is None or client.policy != self.policy:
+                if client is not None:
+                    client.session.close()
+                client = self._client = HttpClient(self.policy, resolver=self._resolver)
+            return client
 
     def fetch(self, url: str) -> EncodedMedia:
         """Fetches one URL under the policy.

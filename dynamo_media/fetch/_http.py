@@ -5,7 +5,9 @@ the checked address with the original ``Host`` header, and TLS still verifies th
 and certificate check use the name, the socket uses the address). Redirects are followed by hand
 so that every hop is checked again. One deadline bounds the whole download, hops included: a
 watchdog shuts down the socket of a fetch that passes it, so a server that drips bytes cannot
-stretch it (see Note [One deadline, whatever the server does] in ``_deadline.py``).
+stretch it (see Note [One deadline, whatever the server does] in ``_deadline.py``). With
+``http_cache_bytes``, cacheable answers are kept and reused (Note [HTTP cache] in
+``_http_cache.py``).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import urllib3.connectionpool
 
 from dynamo_media._errors import FetchError, TooLarge, TooManyRedirects, UpstreamStatus
 from dynamo_media.fetch._deadline import Deadline, active_deadline
+from dynamo_media.fetch._http_cache import HttpCache, StoredResponse
 from dynamo_media.fetch._policy import check_url, resolve_checked
 from dynamo_media.fetch._url import ParsedURL, parse_http_url, shorten_url
 
@@ -96,6 +99,7 @@ class HttpClient:
             {"User-Agent": policy.user_agent, "Accept": "*/*", "Accept-Encoding": "identity"}
         )
         self.session = session
+        self.cache = HttpCache(policy.http_cache_bytes) if policy.http_cache_bytes else None
 
     def _pinned_url(self, parsed: ParsedURL, url: str) -> str:
         ip = resolve_checked(parsed, self.policy, url, self.resolver)
@@ -124,26 +128,44 @@ class HttpClient:
             for _hop in range(self.policy.max_redirects + 1):
                 parsed = parse_http_url(url)
                 check_url(parsed, self.policy, url)
+                stored = self.cache.lookup(url) if self.cache is not None else None
+                if stored is not None and stored.fresh():
+                    return stored.body, stored.mime
                 pinned = self._pinned_url(parsed, url)
-                response = self._send(pinned, parsed, url, deadline)
+                response = self._send(pinned, parsed, url, deadline, stored)
                 with response:
                     if response.status_code in _REDIRECTS and "Location" in response.headers:
                         url = urllib.parse.urljoin(url, response.headers["Location"])
                         continue
-                    return self._body(response, url, deadline)
+                    if self.cache is None:
+                        return self._body(response, url, deadline)
+                    if stored is not None and response.status_code == 304:
+                        self.cache.revalidated(url, stored, response.headers)
+                        return stored.body, stored.mime
+                    body, mime = self._body(response, url, deadline)
+                    self.cache.store(url, body, mime, response.headers)
+                    return body, mime
         raise TooManyRedirects(
             f"Too many redirects fetching {shorten_url(url)} (max_redirects is "
             f"{self.policy.max_redirects})"
         )
 
     def _send(
-        self, pinned: str, parsed: ParsedURL, url: str, deadline: Deadline
+        self,
+        pinned: str,
+        parsed: ParsedURL,
+        url: str,
+        deadline: Deadline,
+        stored: StoredResponse | None,
     ) -> requests.Response:
         remaining = deadline.remaining()
+        headers = {"Host": parsed.host_header}
+        if stored is not None:
+            headers.update(stored.validators())
         try:
             return self.session.get(
                 pinned,
-                headers={"Host": parsed.host_header},
+                headers=headers,
                 stream=True,
                 allow_redirects=False,
                 timeout=(remaining, remaining),
