@@ -2,7 +2,11 @@
 server on 127.0.0.1, the items read over NIXL by a real second process."""
 
 import asyncio
+import base64
 import contextlib
+import gc
+import os
+import random
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,19 +21,22 @@ from dynamo_media import (
     LimitExceeded,
     MediaDecoder,
     MediaFetcher,
+    VideoOptions,
     decode_image,
     decode_video,
     tensor_sha256,
 )
-from dynamo_media._cache import DEFAULT_CACHE_BYTES, cache_key
-from dynamo_media._media import EncodedMedia
-from dynamo_media.nixl import RegistrationPool
+from dynamo_media._cache import DEFAULT_CACHE_BYTES, _serialised, cache_key
+from dynamo_media._media import EncodedMedia, options_hash
+from dynamo_media.nixl import RegisteredMedia, RegistrationPool
 from dynamo_media.preprocess import MediaCache, MediaPreprocessor, PreprocessResult
 from dynamo_media.server import Answer, Backend, ServerSettings, create_app, parse_config
+from tests.images import pillow_bytes
 from tests.media import numbered_video
 from tests.media_server import MediaServer
 from tests.nixl_peer import Peer
-from tests.test_image import LOSSY
+from tests.test_image import LOSSY, base
+from tests.test_nixl import wait_until
 
 KiB, MiB = 1 << 10, 1 << 20
 IMAGE_BYTES = 3 * 240 * 320  # the test picture, decoded
@@ -243,6 +250,17 @@ def run(preprocessor: MediaPreprocessor, *requests: dict[str, Any]) -> list[Prep
     return asyncio.run(process_all())
 
 
+def data_url(data: bytes) -> str:
+    return "data:image/jpeg;base64," + base64.b64encode(data).decode()
+
+
+def rss_mib() -> float:
+    """The resident set now: not the peak (``ru_maxrss``), which the rest of the suite sets."""
+    gc.collect()
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / MiB
+
+
 class TestCacheThroughThePreprocessor:
     def test_concurrent_identical_requests_decode_once(
         self, server: MediaServer, fetcher: MediaFetcher, pool: RegistrationPool, peer: Peer
@@ -318,6 +336,105 @@ class TestCacheThroughThePreprocessor:
             run(MediaPreprocessor(tight, fetcher, max_workers=1, cache=cache), image_request(url))
         result.release()
 
+    def test_many_cycles_with_churn_leave_nothing_behind(
+        self, fetcher: MediaFetcher, pool: RegistrationPool, peer: Peer
+    ) -> None:
+        """1,000 requests (after 100 of warm-up) over 8 keys (3.1 MiB decoded) in a 1.5 MiB cache:
+        hits, misses, evictions, entries held across requests (served, not stored), failed
+        items, reads (early free), stale reads and unread releases. Nothing is left behind:
+        no lease, budget byte or registration, no held entry, and memory stays flat."""
+        images = {name: LOSSY[name]() for name in ("jpeg", "jpeg-gray", "jpeg-progressive")}
+        # 900 KiB decoded: HWC is registered in place (zero-copy), CHW (a view) is copied.
+        images["large"] = pillow_bytes(base().resize((640, 480)), "JPEG")
+        # data: URLs, through the same fetch step: an HTTP fetch from the test server costs
+        # ~40 ms a request (delayed ACKs), which would make this test a minute long.
+        urls = {name: data_url(data) for name, data in images.items()}
+        broken = data_url(b"\xff\xd8\xff not a jpeg")
+        expected = {
+            (name, layout): tensor_sha256(decode_image(data, layout=layout).tensor)
+            for name, data in images.items()
+            for layout in ("CHW", "HWC")
+        }
+        decoder = MediaDecoder()
+        decoder.enable_image()
+        cache = MediaCache(3 * MiB // 2)
+        preprocessor = MediaPreprocessor(decoder, fetcher, pool, max_workers=2, cache=cache)
+        rng = random.Random(15)
+        outcomes = dict.fromkeys(
+            ["failed", "read", "stale", "unread", "held", "not stored", "zero-copy"], 0
+        )
+        held: list[PreprocessResult] = []
+
+        async def cycle() -> None:
+            layout = rng.choice(["CHW", "HWC"])
+            names = rng.sample(sorted(urls), rng.randint(1, 3))
+            parts = [part(urls[name]) for name in names]
+            if rng.random() < 0.1:
+                parts.insert(rng.randrange(len(parts) + 1), part(broken))
+            request = {"messages": [{"role": "user", "content": parts}]}
+            if layout == "HWC":
+                request["media_io_kwargs"] = {"image": {"layout": "HWC"}}
+            try:
+                result = await preprocessor.process(request)
+            except DecodeError:
+                outcomes["failed"] += 1  # the other items were released by the preprocessor
+                return
+            for item in result.items:
+                assert isinstance(item.output, RegisteredMedia) and item.cached is not None
+                outcomes["zero-copy"] += item.output.region.zero_copy
+                outcomes["not stored"] += item.cached._entry is None  # its entries were held
+            roll = rng.random()
+            if roll < 0.2:
+                descriptors = result.multi_modal_data["image_url"]
+                for name, descriptor in zip(names, descriptors, strict=True):
+                    assert peer.read(descriptor)["sha256"] == expected[name, layout]
+                outcomes["read"] += 1
+            elif roll < 0.3:
+                result.release()
+                descriptor = rng.choice(result.multi_modal_data["image_url"])
+                assert peer.read(descriptor)["error"].startswith("ReadError: the lease")
+                outcomes["stale"] += 1
+            elif roll < 0.5:
+                held.append(result)  # kept over the next requests: its entries cannot go
+                outcomes["held"] += 1
+                if len(held) > 2:
+                    held.pop(0).release()
+                return
+            else:
+                outcomes["unread"] += 1  # the backend failed before reading
+            result.release()
+            result.release()  # twice is harmless
+
+        async def cycles(n: int) -> None:
+            for _ in range(n):
+                await cycle()
+
+        asyncio.run(cycles(100))
+        rss_warm, memo_warm = rss_mib(), len(_serialised)
+        asyncio.run(cycles(1000))
+        for result in held:
+            result.release()
+        held.clear()
+
+        assert min(outcomes.values()) > 30, outcomes
+        stats = cache.stats()
+        assert stats["held"] == 0 and stats["bytes"] <= stats["capacity_bytes"], stats
+        assert stats["hits"] > 300 and stats["misses"] > 300 and stats["evictions"] > 100, stats
+        assert wait_until(lambda: pool.lent_regions == 0)
+        assert pool.stats() == {
+            "capacity_bytes": 64 * MiB,
+            "lent_bytes": 0,
+            "lent": 0,
+            "zero_copy": 0,
+        }
+        assert pool._free == [(0, 64 * MiB)]  # coalesced back into one block
+        # (the fixture checks that every zero-copy registration was deregistered)
+        grown_mib = rss_mib() - rss_warm
+        assert len(_serialised) <= memo_warm  # a request's merged options are forgotten
+        assert grown_mib < 16, f"{grown_mib:.1f} MiB more resident after 1,000 cycles"
+        preprocessor.close()
+        assert cache.stats()["bytes"] == cache.stats()["entries"] == 0
+
 
 class TestCacheKey:
     def test_every_option_and_the_bytes(self) -> None:
@@ -335,6 +452,25 @@ class TestCacheKey:
             cache_key("image", media, ImageOptions(), device="cuda"),
         ]
         assert len({key, *others}) == 5
+
+    def test_is_the_options_hash_of_the_whole_options(self) -> None:
+        media = EncodedMedia.from_bytes(b"bytes")
+
+        def expected(modality: str, options: Any) -> str:
+            what = {"modality": modality, "device": "cpu", "options": options.to_dict()}
+            return options_hash(media.content_hash, what)
+
+        options = VideoOptions(fps=2.0)
+        for _ in range(2):  # serialised, then remembered for this object
+            assert cache_key("video", media, options, device="cpu") == expected("video", options)
+        # Equal options that serialise apart stay two keys (remembered by identity, not ==).
+        assert VideoOptions(fps=2) == options
+        assert cache_key("video", media, VideoOptions(fps=2), device="cpu") != expected(
+            "video", options
+        )
+        for layout in ["CHW", "HWC"] * 20:  # a dead object's id, reused, is not mistaken
+            options = ImageOptions(layout=layout)
+            assert cache_key("image", media, options, device="cpu") == expected("image", options)
 
 
 class TestMediaCache:
@@ -362,6 +498,23 @@ class TestMediaCache:
         outcomes = asyncio.run(both())
         assert [type(o) for o in outcomes] == [DecodeError, DecodeError]
         assert cache.stats()["misses"] == 1 and cache.stats()["entries"] == 0
+
+    def test_each_hold_has_its_own_metadata(self) -> None:
+        cache = MediaCache(MiB)
+        decoded = decode_video(numbered_video("h264.mp4").read_bytes(), num_frames=4)
+
+        async def decode() -> Any:
+            return decoded
+
+        async def twice() -> list[Any]:
+            return [await cache.get("k", decode), await cache.get("k", decode)]
+
+        first, second = asyncio.run(twice())
+        assert second.hit and second.media.tensor is first.media.tensor
+        first.media.metadata["frames_indices"].append(99)
+        first.media.metadata["codec"] = "changed"
+        assert second.media.metadata == decoded.metadata
+        assert decoded.metadata["frames_indices"] == [0, 16, 33, 49]
 
 
 class TestServerSettings:
