@@ -27,6 +27,9 @@ import urllib.parse
 class _Handler(http.server.BaseHTTPRequestHandler):
     server: MediaServer
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate writes: with Nagle on, a keep-alive client's delayed
+    # ACK held the body ~40 ms on every request after the first.
+    disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: object) -> None:
         pass
