@@ -10,6 +10,10 @@ import torch
 from dynamo_media import MediaFetcher
 from tests.media_server import MediaServer
 
+# Dynamo's runtime logs at INFO by default, even after pytest's summary (at interpreter exit):
+# keep the suite's last line pytest's own.
+os.environ.setdefault("DYN_LOG", "warn")
+
 HOSTS = {
     "media.test": "127.0.0.1",
     "other.test": "127.0.0.1",
