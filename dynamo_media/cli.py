@@ -149,6 +149,7 @@ def _serve(args: argparse.Namespace) -> int:
                 model=settings.model,
                 discovery=os.environ.get("DYN_DISCOVERY_BACKEND", "etcd"),  # type: ignore[arg-type]
                 request_plane=os.environ.get("DYN_REQUEST_PLANE", "tcp"),  # type: ignore[arg-type]
+                route=args.route,
                 connect_timeout_ms=args.connect_timeout_ms,
                 first_chunk_timeout_ms=args.first_chunk_timeout_ms,
                 idle_timeout_ms=args.idle_timeout_ms,
@@ -264,6 +265,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     serve.add_argument("--endpoint", default=_ENDPOINT, help="dynamo: the workers' endpoint")
     serve.add_argument(
+        "--route",
+        choices=["round_robin", "hash"],
+        default="round_robin",
+        help="dynamo: round_robin, or hash: requests with the same media go to the same worker "
+        "while it is live (default: round_robin)",
+    )
+    serve.add_argument(
         "--connect-timeout-ms",
         type=int,
         default=120_000,
@@ -310,6 +318,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "serve" and args.transport == "dynamo" and args.backend:
         parser.error("--backend is a URL for --transport http; --transport dynamo finds workers")
+    if args.command == "serve" and args.transport == "http" and args.route != "round_robin":
+        parser.error("--route is for --transport dynamo; the http transport has one backend")
     if args.command == "serve" and args.workers < 0:
         parser.error(f"--workers must be >= 0, got {args.workers}")
     return int(args.run(args))

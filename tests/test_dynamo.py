@@ -3,7 +3,8 @@ frontend and two ``dynamo-media worker`` processes on Dynamo's runtime, file dis
 private directory, tcp request plane) driven by the official ``openai`` client; a worker is
 SIGKILLed and requests fail over, one SIGSTOPped answers 504; with no live worker ``/health``,
 chat and ``/v1/models`` answer 503; a client that goes away mid-stream stops its worker
-(``tests/slow_worker.py``) and frees its registrations; SIGTERM to ``serve`` stops every child.
+(``tests/slow_worker.py``) and frees its registrations; SIGTERM to ``serve`` stops every child;
+``--route hash`` sends the same image to the same worker, and to the other once it is killed.
 Images go inline (``data:`` URLs): fetching over HTTP is test_server.py's."""
 
 import asyncio
@@ -19,9 +20,11 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+from PIL import Image
 
 from dynamo_media import BackendNotReady, BackendUnavailable, cli, decode_image, tensor_sha256
 from dynamo_media.server import DynamoBackend
+from tests.images import pillow_bytes
 from tests.serve import serving_process
 from tests.test_image import LOSSY
 from tests.test_server import items_of
@@ -36,6 +39,13 @@ CONFIG = {
 FIRST_CHUNK_TIMEOUT_MS = 5000
 SERVE_ARGS = ["--transport", "dynamo", "--workers", "2",
               "--first-chunk-timeout-ms", str(FIRST_CHUNK_TIMEOUT_MS)]  # fmt: skip
+
+
+@pytest.fixture(scope="class")
+def hashed() -> Iterator[str]:
+    """``serve --route hash``, for ``TestHashRoute`` alone: its last test kills a worker."""
+    with serving_process(CONFIG, args=[*SERVE_ARGS, "--route", "hash"]) as (_, url):
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +69,14 @@ def ask_image(client: openai.OpenAI, data: bytes) -> list[dict]:
         messages=[{"role": "user", "content": [image_part(data)]}],
     )
     return items_of(out)
+
+
+def image_pid(client: openai.OpenAI, data: bytes) -> int:
+    """The pid of the worker that answers a request with one image."""
+    out = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": [image_part(data)]}]
+    )
+    return int((out.model_extra or {})["dynamo_media"]["pid"])
 
 
 def worker_pid(client: openai.OpenAI) -> int:
@@ -94,6 +112,8 @@ class TestDynamoBackend:
             DynamoBackend(model=MODEL, discovery="zk")  # type: ignore[arg-type]
         with pytest.raises(ValueError, match=r"Invalid request_plane \('udp'\)"):
             DynamoBackend(model=MODEL, request_plane="udp")  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match=r"Invalid route \('random'\). Supported values are"):
+            DynamoBackend(model=MODEL, route="random")  # type: ignore[arg-type]
         with pytest.raises(ValueError, match="first_chunk_timeout_ms must be > 0, got 0"):
             DynamoBackend(model=MODEL, first_chunk_timeout_ms=0)
 
@@ -330,3 +350,34 @@ class TestClientDisconnect:
         finally:
             worker.terminate()
             worker.wait(timeout=30)
+
+
+class TestHashRoute:
+    """``serve --route hash``: a serve of its own, whose worker is killed last."""
+
+    def test_the_same_image_goes_to_one_worker(self, hashed: str) -> None:
+        with openai_client(hashed) as client:
+            assert len({image_pid(client, LOSSY["jpeg"]()) for _ in range(6)}) == 1
+
+    def test_images_spread_and_text_goes_round_robin(self, hashed: str) -> None:
+        with openai_client(hashed) as client:
+            # 24 images all on one of 2 workers: odds 2**-23 that the hash is fine and this fails.
+            pids = {image_pid(client, pillow_bytes(Image.new("RGB", (32, 32), (i, 0, 0)), "PNG"))
+                    for i in range(24)}  # fmt: skip
+            text = [worker_pid(client) for _ in range(4)]
+        assert len(pids) == 2
+        assert len(set(text)) == 2 and text[:2] * 2 == text
+
+    def test_the_same_image_moves_when_its_worker_dies(self, hashed: str) -> None:
+        data = LOSSY["jpeg"]()
+        expected = tensor_sha256(decode_image(data).tensor)
+        with openai_client(hashed) as client:
+            victim = image_pid(client, data)
+            os.kill(victim, signal.SIGKILL)
+            # Listed for seconds more, the dead worker is tried once, refuses, and is barred.
+            pids = [image_pid(client, data) for _ in range(4)]
+            (item,) = ask_image(client, data)
+        assert item["sha256"] == expected
+        assert len(set(pids)) == 1 and pids[0] != victim
+        assert samples(hashed, "dynamo_media_backend_failovers_total")[""] >= 1
+        assert lent(hashed) == 0

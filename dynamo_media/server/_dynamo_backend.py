@@ -1,8 +1,17 @@
 """``DynamoBackend``: the hop to workers on Dynamo's distributed runtime (``ai-dynamo-runtime``).
 
 The frontend is a runtime client of one endpoint (``dynamo_media.backend.generate`` by
-default). It picks a live instance round robin and sends the request with ``direct()``, so it
-knows which worker answers and can fail over (Note [failover]).
+default). It picks a live instance (Note [routing]) and sends the request with ``direct()``, so
+it knows which worker answers and can fail over (Note [failover]).
+
+# Note [routing]
+``route="round_robin"`` (the default) takes the live instances in turn. ``route="hash"`` sends a
+request that carries media to the instance with the highest rendezvous weight,
+``sha256(key, instance id)``, where the key hashes the ``content_hash`` of every descriptor in
+its ``multi_modal_data``, in payload order: the same media lands on the same worker (its caches
+stay warm), and when that worker leaves only its own keys move, each to its next-highest
+instance; a barred or failed instance is passed over the same way. A request with no media (or
+no hash) goes round robin.
 
 # Note [Dynamo wire]
 The request is the frontend's payload, as a dict. A worker answers with a stream of dicts:
@@ -32,6 +41,7 @@ event hooks (``BackendEvent``: answered, failed, timeout, failover) for the per-
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import importlib
 import itertools
 import json
@@ -52,6 +62,7 @@ log = logging.getLogger("dynamo_media.server")
 
 Discovery = Literal["file", "etcd", "kubernetes", "mem"]
 RequestPlane = Literal["tcp", "nats"]
+Route = Literal["round_robin", "hash"]
 
 DEFAULT_ENDPOINT = "dynamo_media.backend.generate"
 DEFAULT_CONNECT_TIMEOUT_MS = 60_000
@@ -66,8 +77,8 @@ class _WorkerFailed(Exception):
 
 
 class DynamoBackend(Backend):
-    """Sends chat requests to the live instances of a Dynamo endpoint, round robin, with
-    failover before the first chunk (Note [failover]).
+    """Sends chat requests to the live instances of a Dynamo endpoint, round robin or by media
+    hash (Note [routing]), with failover before the first chunk (Note [failover]).
 
     The runtime is created on the running event loop by ``connect()`` (or the first request),
     which waits for the first instance; later, a request finding no live instance fails at once.
@@ -78,6 +89,8 @@ class DynamoBackend(Backend):
         discovery: where instances are found: ``"file"`` (``DYN_FILE_KV``), ``"etcd"``
             (``ETCD_ENDPOINTS``), ``"kubernetes"`` or ``"mem"``. Default: ``"file"``.
         request_plane: ``"tcp"`` or ``"nats"`` (``NATS_SERVER``). Default: ``"tcp"``.
+        route: ``"round_robin"``, or ``"hash"``: the same media to the same worker (Note
+            [routing]). Default: ``"round_robin"``.
         connect_timeout_ms: how long ``connect()`` waits for instances. Default: 60000.
         first_chunk_timeout_ms: how long a worker may take to send its first message (a whole
             answer, or a stream's first chunk). Default: 60000.
@@ -87,7 +100,8 @@ class DynamoBackend(Backend):
 
     Raises:
         ImportError: ``ai-dynamo-runtime`` is not installed (the ``dynamo`` extra).
-        ValueError: an unknown ``discovery`` or ``request_plane``, or a timeout that is not > 0.
+        ValueError: an unknown ``discovery``, ``request_plane`` or ``route``, or a timeout that
+            is not > 0.
     """
 
     def __init__(
@@ -97,6 +111,7 @@ class DynamoBackend(Backend):
         model: str,
         discovery: Discovery = "file",
         request_plane: RequestPlane = "tcp",
+        route: Route = "round_robin",
         connect_timeout_ms: int = DEFAULT_CONNECT_TIMEOUT_MS,
         first_chunk_timeout_ms: int = DEFAULT_FIRST_CHUNK_TIMEOUT_MS,
         idle_timeout_ms: int = DEFAULT_IDLE_TIMEOUT_MS,
@@ -104,6 +119,7 @@ class DynamoBackend(Backend):
     ) -> None:
         _check_choice("discovery", discovery, Discovery)
         _check_choice("request_plane", request_plane, RequestPlane)
+        _check_choice("route", route, Route)
         timeouts = {
             "connect_timeout_ms": connect_timeout_ms,
             "first_chunk_timeout_ms": first_chunk_timeout_ms,
@@ -123,6 +139,7 @@ class DynamoBackend(Backend):
         self.model = model
         self.discovery = discovery
         self.request_plane = request_plane
+        self.route = route
         self.connect_timeout_ms = connect_timeout_ms
         self.first_chunk_timeout_ms = first_chunk_timeout_ms
         self.idle_timeout_ms = idle_timeout_ms
@@ -136,7 +153,7 @@ class DynamoBackend(Backend):
     def __repr__(self) -> str:
         return (
             f"DynamoBackend({self.endpoint!r}, discovery={self.discovery!r}, "
-            f"request_plane={self.request_plane!r})"
+            f"request_plane={self.request_plane!r}, route={self.route!r})"
         )
 
     async def connect(self, *, min_instances: int = 1) -> None:
@@ -164,10 +181,11 @@ class DynamoBackend(Backend):
 
     async def chat(self, payload: dict[str, Any]) -> Answer | Chunks:
         client = await self._connected()
+        key = _media_key(payload) if self.route == "hash" else None
         failed: list[int] = []
         error: _WorkerFailed | None = None
         for _ in range(_ATTEMPTS):
-            instance = self._pick(client.instance_ids(), skip=failed)
+            instance = self._pick(client.instance_ids(), skip=failed, key=key)
             if instance is None:
                 break
             start = time.perf_counter()
@@ -253,12 +271,17 @@ class DynamoBackend(Backend):
             "`dynamo-media worker`"
         )
 
-    def _pick(self, instances: list[int], *, skip: list[int]) -> int | None:
-        """The next instance round robin, not in ``skip``, unbarred ones first."""
+    def _pick(self, instances: list[int], *, skip: list[int], key: bytes | None) -> int | None:
+        """The instance for a request, not in ``skip``, unbarred ones first: round robin, or
+        the highest rendezvous weight for ``key`` (Note [routing])."""
         now = time.monotonic()
         live = sorted(i for i in instances if i not in skip)
         ready = [i for i in live if self._barred.get(i, 0.0) <= now] or live
-        return ready[next(self._turn) % len(ready)] if ready else None
+        if not ready:
+            return None
+        if key is None:
+            return ready[next(self._turn) % len(ready)]
+        return max(ready, key=lambda i: hashlib.sha256(key + str(i).encode()).digest())
 
     async def _send(
         self, client: Client, instance: int, payload: dict[str, Any]
@@ -354,6 +377,18 @@ class DynamoBackend(Backend):
             f"worker {instance:x} of {self.endpoint} answered something other than Note "
             f"[Dynamo wire]: {str(message)[:200]!r}"
         )
+
+
+def _media_key(payload: dict[str, Any]) -> bytes | None:
+    """The routing key of a request's media: a hash of its descriptors' ``content_hash``, in
+    payload order; ``None`` when it has none (Note [routing])."""
+    hashes = [
+        str(_field(descriptor, "content_hash"))
+        for descriptors in (payload.get("multi_modal_data") or {}).values()
+        for descriptor in descriptors
+        if _field(descriptor, "content_hash") is not None
+    ]
+    return hashlib.sha256("\0".join(hashes).encode()).digest() if hashes else None
 
 
 def _field(message: Any, key: str) -> Any:
