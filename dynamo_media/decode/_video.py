@@ -126,13 +126,12 @@ def _decoder(
 
 
 def _open(data: bytes) -> Demuxer:
+    """The demuxer, following the best video stream; its caller maps every other failure."""
     check_riff(data)  # Note [riff sizes]
     try:
         return Demuxer(data)
     except ValueError as exc:
         raise NoMediaStream(f"no video stream in the file ({native_reason(exc)})") from exc
-    except RuntimeError as exc:
-        raise DecodeError(f"not a video container FFmpeg can read: {native_reason(exc)}") from exc
 
 
 def probe_video(
@@ -345,8 +344,10 @@ def decode_video(
         "frames_multiple": frames_multiple,
         "start_seconds": start_seconds,
         "end_seconds": end_seconds,
+        "strict": strict,
+        "max_pixels": max_pixels,
+        "limits": limits,
     }
-    sample |= {"strict": strict, "max_pixels": max_pixels, "limits": limits}
     # The schema checks them (values, conflicts) before a byte is read.
     VideoOptions(**sample, layout=layout)
     data = read_source(source)
