@@ -99,8 +99,9 @@ class Options:
     """Base of the frozen, validated option dataclasses.
 
     Subclasses are ``@dataclasses.dataclass(frozen=True)``. ``_exclusive`` lists groups of keys
-    of which a request's ``media_io_kwargs`` setting one resets the others (``fps`` and
-    ``num_frames``: setting one replaces the default sampling mode).
+    of which at most one may be set, and of which a request's ``media_io_kwargs`` setting one
+    resets the others (``fps`` and ``num_frames``: setting one replaces the default sampling
+    mode).
     """
 
     _exclusive: ClassVar[tuple[tuple[str, ...], ...]] = ()
@@ -121,6 +122,12 @@ class Options:
                 f"{type(self).__name__}.{f.name}", getattr(self, f.name), hints[f.name], f.metadata
             )
             object.__setattr__(self, f.name, value)
+        for group in self._exclusive:
+            modes = [key for key in group if getattr(self, key) is not None]
+            if len(modes) > 1:
+                raise InvalidOptions(
+                    f"{' and '.join(modes)} are mutually exclusive; set only one of them"
+                )
 
     @classmethod
     def _known_keys(cls, data: Mapping[str, Any], where: str) -> None:

@@ -248,12 +248,7 @@ class VideoOptions(Options):
     limits: VideoLimits = dataclasses.field(default_factory=VideoLimits)
 
     def __post_init__(self) -> None:
-        super().__post_init__()
-        modes = [key for key in SAMPLING_MODES if getattr(self, key) is not None]
-        if len(modes) > 1:
-            raise InvalidOptions(
-                f"{' and '.join(modes)} are mutually exclusive; set only one of them"
-            )
+        super().__post_init__()  # also refuses two of SAMPLING_MODES (``_exclusive``)
         start, end = self.start_seconds, self.end_seconds
         if start is not None and end is not None and end <= start:
             raise InvalidOptions(
