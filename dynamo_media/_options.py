@@ -19,7 +19,7 @@ from typing import Any, ClassVar, Literal, TypeVar, Union
 
 from dynamo_media._errors import InvalidOptions
 
-__all__ = ["Options", "changed_fields", "format_bytes"]
+__all__ = ["Options", "changed_fields", "check_choice", "format_bytes"]
 
 OptionsT = TypeVar("OptionsT", bound="Options")
 
@@ -37,6 +37,19 @@ def _describe(value: Any) -> str:
     return f"{value!r} ({type(value).__name__})"
 
 
+def check_choice(path: str, value: Any, choices: Any) -> Any:
+    """Checks ``value`` against a ``Literal[...]``; returns it.
+
+    Raises:
+        InvalidOptions: ``value`` is not one of them, naming it and the allowed ones.
+    """
+    allowed = typing.get_args(choices)
+    if value not in allowed:
+        shown = ", ".join(repr(a) for a in allowed)
+        raise InvalidOptions(f"Invalid {path} ({value!r}). Supported values are {shown}.")
+    return value
+
+
 def _check(path: str, value: Any, hint: Any, meta: Mapping[str, Any]) -> Any:
     """Checks ``value`` against a type hint; returns it, normalised (lists become tuples)."""
     origin = typing.get_origin(hint)
@@ -47,11 +60,7 @@ def _check(path: str, value: Any, hint: Any, meta: Mapping[str, Any]) -> Any:
         (inner,) = [a for a in args if a is not type(None)]
         return _check(path, value, inner, meta)
     if origin is Literal:
-        allowed = typing.get_args(hint)
-        if value not in allowed:
-            choices = ", ".join(repr(a) for a in allowed)
-            raise InvalidOptions(f"Invalid {path} ({value!r}). Supported values are {choices}.")
-        return value
+        return check_choice(path, value, hint)
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
             raise InvalidOptions(f"{path} must be a list, got {_describe(value)}")

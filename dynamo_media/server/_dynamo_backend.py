@@ -48,9 +48,10 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal
 
 from dynamo_media._errors import BackendNotReady, BackendTimeout, BackendUnavailable
+from dynamo_media._options import check_choice
 from dynamo_media.server._backend import Answer, Backend, Chunks
 
 if TYPE_CHECKING:
@@ -100,8 +101,9 @@ class DynamoBackend(Backend):
 
     Raises:
         ImportError: ``ai-dynamo-runtime`` is not installed (the ``dynamo`` extra).
-        ValueError: an unknown ``discovery``, ``request_plane`` or ``route``, or a timeout that
-            is not > 0.
+        InvalidOptions: an unknown ``discovery``, ``request_plane`` or ``route`` (a
+            ``ValueError``).
+        ValueError: a timeout that is not > 0.
     """
 
     def __init__(
@@ -117,9 +119,9 @@ class DynamoBackend(Backend):
         idle_timeout_ms: int = DEFAULT_IDLE_TIMEOUT_MS,
         bar_ms: int = DEFAULT_BAR_MS,
     ) -> None:
-        _check_choice("discovery", discovery, Discovery)
-        _check_choice("request_plane", request_plane, RequestPlane)
-        _check_choice("route", route, Route)
+        check_choice("discovery", discovery, Discovery)
+        check_choice("request_plane", request_plane, RequestPlane)
+        check_choice("route", route, Route)
         timeouts = {
             "connect_timeout_ms": connect_timeout_ms,
             "first_chunk_timeout_ms": first_chunk_timeout_ms,
@@ -393,11 +395,3 @@ def _media_key(payload: dict[str, Any]) -> bytes | None:
 
 def _field(message: Any, key: str) -> Any:
     return message.get(key) if isinstance(message, dict) else None
-
-
-def _check_choice(name: str, value: str, choices: Any) -> None:
-    allowed = get_args(choices)
-    if value not in allowed:
-        raise ValueError(
-            f"Invalid {name} ({value!r}). Supported values are {', '.join(map(repr, allowed))}."
-        )
