@@ -1,5 +1,6 @@
-"""OpenAI's wire shapes that the frontend and the backends share: the error body, and the
-server-sent events of a streamed answer (``data: {chunk}`` events, then ``data: [DONE]``)."""
+"""OpenAI's wire shapes that the frontend and the backends share: the error body, the model
+list, and the server-sent events of a streamed answer (``data: {chunk}`` events, then
+``data: [DONE]``)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 
 from dynamo_media._errors import MediaError
 
-__all__ = ["SSE_DONE", "error_body", "sse_event"]
+__all__ = ["SSE_DONE", "error_body", "model_list", "sse_event"]
 
 _ERROR_TYPES = {400: "invalid_request_error", 422: "invalid_media_error", 503: "overloaded_error"}
 
@@ -24,6 +25,12 @@ def error_body(exc: MediaError) -> dict[str, Any]:
     kind = _ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
     error = {"message": str(exc), "type": kind, "param": exc.param, "code": type(exc).__name__}
     return {"error": error}
+
+
+def model_list(model: str) -> dict[str, Any]:
+    """The ``/v1/models`` answer of a backend that serves ``model``."""
+    entry = {"id": model, "object": "model", "created": 0, "owned_by": "dynamo-media"}
+    return {"object": "list", "data": [entry]}
 
 
 def sse_event(chunk: Mapping[str, Any]) -> bytes:

@@ -147,8 +147,7 @@ def _serve(args: argparse.Namespace) -> int:
             backend = DynamoBackend(
                 args.endpoint,
                 model=settings.model,
-                discovery=os.environ.get("DYN_DISCOVERY_BACKEND", "etcd"),  # type: ignore[arg-type]
-                request_plane=os.environ.get("DYN_REQUEST_PLANE", "tcp"),  # type: ignore[arg-type]
+                **_dynamo_env(),
                 route=args.route,
                 connect_timeout_ms=args.connect_timeout_ms,
                 first_chunk_timeout_ms=args.first_chunk_timeout_ms,
@@ -188,14 +187,16 @@ def _backend(args: argparse.Namespace) -> int:
 def _worker(args: argparse.Namespace) -> int:
     from dynamo_media.backend import serve_worker
 
-    discovery = os.environ.get("DYN_DISCOVERY_BACKEND", "etcd")  # Dynamo's own default
-    request_plane = os.environ.get("DYN_REQUEST_PLANE", "tcp")
-    asyncio.run(
-        serve_worker(
-            args.endpoint, model=args.model, discovery=discovery, request_plane=request_plane
-        )
-    )
+    asyncio.run(serve_worker(args.endpoint, model=args.model, **_dynamo_env()))
     return 0
+
+
+def _dynamo_env() -> dict[str, Any]:
+    """Discovery and request plane from Dynamo's environment, with Dynamo's own defaults."""
+    return {
+        "discovery": os.environ.get("DYN_DISCOVERY_BACKEND", "etcd"),
+        "request_plane": os.environ.get("DYN_REQUEST_PLANE", "tcp"),
+    }
 
 
 def _decode(args: argparse.Namespace) -> int:

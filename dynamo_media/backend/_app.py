@@ -10,7 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from dynamo_media._errors import MediaError
-from dynamo_media._openai import SSE_DONE, error_body, sse_event
+from dynamo_media._openai import SSE_DONE, error_body, model_list, sse_event
 from dynamo_media.backend._echo import echo
 
 __all__ = ["create_backend_app"]
@@ -26,10 +26,7 @@ def create_backend_app(model: str) -> FastAPI:
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
-        return {
-            "object": "list",
-            "data": [{"id": model, "object": "model", "created": 0, "owned_by": "dynamo-media"}],
-        }
+        return model_list(model)
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request) -> Response:

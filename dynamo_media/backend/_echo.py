@@ -131,8 +131,8 @@ async def echo(body: dict[str, Any], model: str) -> EchoAnswer:
     """
     try:
         items = await describe_items(body.get("multi_modal_data") or {})
+    except InvalidOptions:
+        raise
     except ValueError as exc:
-        if isinstance(exc, InvalidOptions):
-            raise
         raise InvalidOptions(str(exc)) from exc
     return EchoAnswer(body, model, items)

@@ -51,6 +51,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, Literal
 
 from dynamo_media._errors import BackendNotReady, BackendTimeout, BackendUnavailable
+from dynamo_media._openai import model_list
 from dynamo_media._options import check_choice
 from dynamo_media.server._backend import Answer, Backend, Chunks
 
@@ -197,7 +198,7 @@ class DynamoBackend(Backend):
                 return await self._send(client, instance, payload)
             except _WorkerFailed as exc:
                 self._emit("failed", f"{instance:x}")
-                self._barred[instance] = time.monotonic() + self.bar_ms / 1000
+                self._bar(instance)
                 failed.append(instance)
                 error = exc
                 failover = {
@@ -218,8 +219,7 @@ class DynamoBackend(Backend):
         client = await self._connected()
         if not client.instance_ids():
             raise BackendNotReady(self._no_instance())
-        entry = {"id": self.model, "object": "model", "created": 0, "owned_by": "dynamo-media"}
-        return {"object": "list", "data": [entry]}
+        return model_list(self.model)
 
     async def ready(self) -> dict[str, Any]:
         """The live instances, without waiting: listed by discovery, and not barred.
@@ -234,7 +234,7 @@ class DynamoBackend(Backend):
         client = await self._open()
         now = time.monotonic()
         listed = client.instance_ids()
-        barred = sum(self._barred.get(i, 0.0) > now for i in listed)
+        barred = sum(self._is_barred(i, now) for i in listed)
         if barred == len(listed):
             reason = f"its {barred} worker(s) failed moments ago" if barred else "none is listed"
             raise BackendNotReady(f"{self._no_instance()} ({reason})")
@@ -273,12 +273,19 @@ class DynamoBackend(Backend):
             "`dynamo-media worker`"
         )
 
+    def _bar(self, instance: int) -> None:
+        """Keeps ``instance`` out of the rotation for ``bar_ms`` (it just failed)."""
+        self._barred[instance] = time.monotonic() + self.bar_ms / 1000
+
+    def _is_barred(self, instance: int, now: float) -> bool:
+        return self._barred.get(instance, 0.0) > now
+
     def _pick(self, instances: list[int], *, skip: list[int], key: bytes | None) -> int | None:
         """The instance for a request, not in ``skip``, unbarred ones first: round robin, or
         the highest rendezvous weight for ``key`` (Note [routing])."""
         now = time.monotonic()
         live = sorted(i for i in instances if i not in skip)
-        ready = [i for i in live if self._barred.get(i, 0.0) <= now] or live
+        ready = [i for i in live if not self._is_barred(i, now)] or live
         if not ready:
             return None
         if key is None:
@@ -304,7 +311,7 @@ class DynamoBackend(Backend):
         except TimeoutError:
             context.stop_generating()
             self._emit("timeout", f"{instance:x}")
-            self._barred[instance] = time.monotonic() + self.bar_ms / 1000
+            self._bar(instance)
             raise BackendTimeout(
                 f"worker {instance:x} of {self.endpoint} sent nothing within "
                 f"first_chunk_timeout_ms ({self.first_chunk_timeout_ms}); it is frozen or "
