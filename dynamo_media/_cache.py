@@ -46,15 +46,13 @@ import collections
 import concurrent.futures
 import copy
 import dataclasses
-import hashlib
-import json
 import threading
 import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from dynamo_media._errors import MediaError
-from dynamo_media._media import DecodedMedia, EncodedMedia
+from dynamo_media._media import DecodedMedia, EncodedMedia, hash_with, serialise_options
 from dynamo_media._options import Options, format_bytes
 
 __all__ = ["DEFAULT_CACHE_BYTES", "CachedMedia", "MediaCache", "cache_key"]
@@ -78,10 +76,10 @@ def cache_key(modality: str, media: EncodedMedia, options: Options, *, device: s
     known = _serialised.get(memo)
     if known is None or known[0]() is not options:
         what = {"modality": modality, "device": device, "options": options.to_dict()}
-        blob = json.dumps(what, sort_keys=True, default=str).encode()
+        blob = serialise_options(what)
         known = (weakref.ref(options, lambda _: _serialised.pop(memo, None)), blob)
         _serialised[memo] = known
-    return hashlib.sha256(media.content_hash.encode() + b"\0" + known[1]).hexdigest()
+    return hash_with(media.content_hash, known[1])
 
 
 # (id(options), modality, device) -> (the live options object, its serialised ``what``)

@@ -16,7 +16,9 @@ __all__ = [
     "EncodedMedia",
     "Modality",
     "ProbedMedia",
+    "hash_with",
     "options_hash",
+    "serialise_options",
     "tensor_sha256",
 ]
 
@@ -33,8 +35,17 @@ def _short(value: Any) -> str:
 
 def options_hash(content_hash: str, options: dict[str, Any]) -> str:
     """The hash of decoded media: the fetched bytes' hash and the options that decoded them."""
-    blob = json.dumps(options, sort_keys=True, default=str).encode()
-    return hashlib.sha256(content_hash.encode() + b"\0" + blob).hexdigest()
+    return hash_with(content_hash, serialise_options(options))
+
+
+def serialise_options(options: dict[str, Any]) -> bytes:
+    """``options`` as ``options_hash`` hashes them (sorted JSON); callers may keep the result."""
+    return json.dumps(options, sort_keys=True, default=str).encode()
+
+
+def hash_with(content_hash: str, serialised: bytes) -> str:
+    """``options_hash`` of options already serialised by ``serialise_options``."""
+    return hashlib.sha256(content_hash.encode() + b"\0" + serialised).hexdigest()
 
 
 def tensor_sha256(tensor: torch.Tensor) -> str:
