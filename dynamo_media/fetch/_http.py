@@ -128,8 +128,9 @@ class HttpClient:
             for _hop in range(self.policy.max_redirects + 1):
                 parsed = parse_http_url(url)
                 check_url(parsed, self.policy, url)
-                stored = self.cache.lookup(url) if self.cache is not None else None
-                if stored is not None and stored.fresh():
+                hit = self.cache.lookup(url) if self.cache is not None else None
+                stored, fresh = hit if hit is not None else (None, False)
+                if stored is not None and fresh:
                     return stored.body, stored.mime
                 pinned = self._pinned_url(parsed, url)
                 response = self._send(pinned, parsed, url, deadline, stored)
@@ -137,13 +138,13 @@ class HttpClient:
                     if response.status_code in _REDIRECTS and "Location" in response.headers:
                         url = urllib.parse.urljoin(url, response.headers["Location"])
                         continue
-                    if self.cache is None:
-                        return self._body(response, url, deadline)
                     if stored is not None and response.status_code == 304:
+                        assert self.cache is not None  # stored came from it
                         self.cache.revalidated(url, stored, response.headers)
                         return stored.body, stored.mime
                     body, mime = self._body(response, url, deadline)
-                    self.cache.store(url, body, mime, response.headers)
+                    if self.cache is not None:
+                        self.cache.store(url, body, mime, response.headers)
                     return body, mime
         raise TooManyRedirects(
             f"Too many redirects fetching {shorten_url(url)} (max_redirects is "

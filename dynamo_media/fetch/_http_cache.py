@@ -115,20 +115,22 @@ class HttpCache:
         self._bytes = 0
         self._fresh_hits = self._revalidated = self._stored = 0
 
-    def lookup(self, url: str) -> StoredResponse | None:
-        """The entry of ``url``: fresh, or stale with validators (``fresh()`` says which);
-        ``None`` if there is none (a stale one without validators is dropped)."""
+    def lookup(self, url: str) -> tuple[StoredResponse, bool] | None:
+        """The entry of ``url`` and whether it is fresh (else it is stale, with validators);
+        ``None`` if there is none (a stale one without validators is dropped). The one reading
+        of the clock decides both the answer and the fresh-hit count."""
         with self._lock:
             entry = self._entries.get(url)
             if entry is None:
                 return None
-            if entry.fresh():
+            fresh = entry.fresh()
+            if fresh:
                 self._fresh_hits += 1
             elif not entry.validators():
                 self._drop(url)
                 return None
             self._entries.move_to_end(url)
-            return entry
+            return entry, fresh
 
     def store(self, url: str, body: bytes, mime: str | None, headers: Mapping[str, str]) -> None:
         """Keeps a 200's body under ``url`` if HTTP lets it be kept and it fits; otherwise drops
