@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import concurrent.futures
-import contextvars
 import functools
 import hashlib
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING
 
 from dynamo_media._errors import FetchTimeout, PolicyError
 from dynamo_media._media import EncodedMedia
@@ -27,44 +26,33 @@ __all__ = ["fetch_executor", "fetch_url"]
 _FETCH_THREADS = 32
 _GENERIC_MIME = {None, "application/octet-stream", "binary/octet-stream"}
 
-_T = TypeVar("_T")
-
-# When the running fetch was handed to the pool (time.monotonic()); unset outside the pool.
-_SUBMITTED_AT: contextvars.ContextVar[float] = contextvars.ContextVar("dynamo_media_submitted_at")
-
-
-def _run_submitted(submitted_at: float, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
-    token = _SUBMITTED_AT.set(submitted_at)
-    try:
-        return fn(*args, **kwargs)
-    finally:
-        _SUBMITTED_AT.reset(token)
-
-
-class _FetchExecutor(concurrent.futures.ThreadPoolExecutor):
-    """A thread pool that tells each fetch when it was submitted, so that its deadline counts
-    from the ``afetch`` call and not from the moment a thread came free."""
-
-    def submit(
-        self, fn: Callable[..., _T], /, *args: Any, **kwargs: Any
-    ) -> concurrent.futures.Future[_T]:
-        return super().submit(_run_submitted, time.monotonic(), fn, *args, **kwargs)
-
 
 @functools.cache
 def fetch_executor() -> concurrent.futures.ThreadPoolExecutor:
     """The process-wide pool that ``afetch`` runs downloads on (I/O bound, so wide); a fetch
-    that waited there past its ``timeout_ms`` fails without starting."""
-    return _FetchExecutor(max_workers=_FETCH_THREADS, thread_name_prefix="dynamo-media-fetch")
+    that waited there past its ``timeout_ms`` fails without starting (``fetch_url``'s
+    ``start``)."""
+    return concurrent.futures.ThreadPoolExecutor(
+        max_workers=_FETCH_THREADS, thread_name_prefix="dynamo-media-fetch"
+    )
 
 
-def fetch_url(url: str, policy: FetchPolicy, http: Callable[[], HttpClient]) -> EncodedMedia:
+def fetch_url(
+    url: str,
+    policy: FetchPolicy,
+    http: Callable[[], HttpClient],
+    *,
+    start: float | None = None,
+) -> EncodedMedia:
     """Fetches ``http(s):``, ``data:`` or ``file:`` URLs under ``policy``.
 
     Args:
         url: the URL.
         policy: the fetch policy.
         http: gives the pooled HTTP client (made on first use).
+        start: when the fetch was asked for (``time.monotonic()``), where ``timeout_ms`` counts
+            from: ``afetch`` passes its call time, so the wait for a thread counts. Default:
+            ``None``, now.
 
     Returns:
         The bytes, MIME type (declared, or sniffed when missing or generic), shortened source
@@ -76,7 +64,7 @@ def fetch_url(url: str, policy: FetchPolicy, http: Callable[[], HttpClient]) -> 
     if not isinstance(url, str):
         raise TypeError(f"url must be a str, got {type(url).__name__}")
     now = time.monotonic()
-    start = _SUBMITTED_AT.get(now)
+    start = now if start is None else start
     if (now - start) * 1000 >= policy.timeout_ms:
         raise FetchTimeout(
             f"{shorten_url(url)} waited {(now - start) * 1000:.0f} ms for a fetch thread (all "

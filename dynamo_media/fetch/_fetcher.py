@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import threading
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -117,7 +118,11 @@ class MediaFetcher:
     async def afetch(self, url: str) -> EncodedMedia:
         """``fetch`` without blocking the event loop; many run at once on a thread pool."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(fetch_executor(), self.fetch, url)
+        start = time.monotonic()  # timeout_ms counts from here, the wait for a thread included
+        return await loop.run_in_executor(fetch_executor(), self._fetch_since, url, start)
+
+    def _fetch_since(self, url: str, start: float) -> EncodedMedia:
+        return fetch_url(url, self.policy, self._http, start=start)
 
     def to_dict(self) -> dict[str, Any]:
         """The policy as JSON-ready data."""
