@@ -100,6 +100,12 @@ def _round_up(n: int) -> int:
     return (n + _ALIGN - 1) // _ALIGN * _ALIGN
 
 
+def _budget(span: int, nbytes: int, *, zero_copy: bool) -> int:
+    """What a lease counts against the pool's capacity: its slab span (words and guards), and
+    for a zero-copy lease the tensor it keeps registered too."""
+    return span + nbytes if zero_copy else span
+
+
 class Region:
     """A lease: a span of the slab, ``[guard][data][guard]``, or for a zero-copy lease the
     caller's own memory, registered in place, with a lease word in a slab span of its own.
@@ -146,7 +152,7 @@ class Region:
     @property
     def budget_bytes(self) -> int:
         """What the lease counts against the pool's capacity."""
-        return self.span + self.nbytes if self.zero_copy else self.span
+        return _budget(self.span, self.nbytes, zero_copy=self.zero_copy)
 
     def release(self) -> None:
         """Returns the lease to the pool; a second call does nothing."""
@@ -247,7 +253,7 @@ class RegistrationPool:
         self, span: int, nbytes: int, data: torch.Tensor | None, wait_ms: int | None
     ) -> Region:
         """Waits for a slab span and room in the budget, and records the lease."""
-        budget = span + nbytes if data is not None else span
+        budget = _budget(span, nbytes, zero_copy=data is not None)
         if budget > self.capacity:
             raise LimitExceeded(
                 f"an item of {format_bytes(nbytes)} is larger than the NIXL registration pool "
