@@ -230,15 +230,16 @@ class MediaCache:
 
     def _store(self, key: str, entry: _Entry) -> None:
         """Stores the entry if the unheld entries can make room, evicting the oldest first."""
-        unheld = sum(e.nbytes for e in self._entries.values() if e.refs == 0)
-        if self._bytes - unheld + entry.nbytes > self.capacity_bytes:
-            return
-        for old_key, old in list(self._entries.items()):
-            if self._bytes + entry.nbytes <= self.capacity_bytes:
-                break
-            if old.refs == 0:
-                self._evict(old_key, old)
-                self._evictions += 1
+        if self._bytes + entry.nbytes > self.capacity_bytes:  # only then walk the entries
+            unheld = sum(e.nbytes for e in self._entries.values() if e.refs == 0)
+            if self._bytes - unheld + entry.nbytes > self.capacity_bytes:
+                return
+            for old_key, old in list(self._entries.items()):
+                if self._bytes + entry.nbytes <= self.capacity_bytes:
+                    break
+                if old.refs == 0:
+                    self._evict(old_key, old)
+                    self._evictions += 1
         entry.stored = True
         self._entries[key] = entry
         self._bytes += entry.nbytes
