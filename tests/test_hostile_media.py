@@ -242,10 +242,12 @@ class TestFuzzFindings:
 
 
 # What the first 100,000-input campaign found after the fixes above (--seed 2000000): a crash (an
-# MP3 whose last, cut-short frame is mono) and 624 MiB for a WAV whose header says 1 Hz.
+# MP3 whose last, cut-short frame is mono) and 624 MiB for a WAV whose header says 1 Hz; and the
+# last one (--seed 11000000): 409 MiB for a WebM whose VP9 frame header claims 4096x61488.
 FOUND_AFTER = {
-    "mp3-mono-tail-sigsegv": ("tone.mp3", 2012024),
-    "wav-1-hz-upsampled": ("s16.wav", 2042592),
+    "mp3-mono-tail-sigsegv": ("tone.mp3", 2012024, "DecodeError: "),
+    "wav-1-hz-upsampled": ("s16.wav", 2042592, "DecodeError: "),
+    "vp9-frame-4096x61488": ("vp9.webm", 11096854, "LimitExceeded: video is 4096x61488"),
 }
 
 
@@ -262,5 +264,37 @@ class TestFuzzFindingsInAChild:
             """,
             "decode(seed.modality, data)",
         )
-        assert result["error"].startswith("DecodeError: "), result
+        assert result["error"].startswith(FOUND_AFTER[case][2]), result
         assert result["peak_delta_mib"] < 64
+
+
+class TestFfmpegAllocationCap:
+    """Note [ffmpeg allocations]: FFmpeg allocates no frame past the limits, in any request."""
+
+    def test_a_video_frame_bomb_in_an_audio_request_costs_no_memory(self) -> None:
+        result = peak_delta(
+            """
+            from dynamo_media import decode_audio
+            from tests.fuzz.mutate import mutate
+            from tests.fuzz.seeds import seed_named
+            data = mutate(seed_named("vp9.webm"), 11096854).data
+            """,
+            "decode_audio(data)",
+        )
+        assert result["error"].startswith("NoMediaStream: no audio stream"), result
+        assert result["peak_delta_mib"] < 64
+
+    def test_a_packed_rgb_frame_at_the_size_limits_still_decodes(self) -> None:
+        # PNG in MOV decodes to one packed RGB plane: the widest frame the cap must admit.
+        clip = ffmpeg(
+            "rgb24-8192.mov",
+            *("-f", "lavfi", "-i", "testsrc2=size=8192x8192:rate=1", "-frames:v", "1"),
+            *("-pix_fmt", "rgb24", "-c:v", "png"),
+        )
+        result = peak_delta(
+            """
+            from dynamo_media import decode_video
+            """,
+            f"assert decode_video({str(clip)!r}).tensor.shape == (1, 3, 8192, 8192)",
+        )
+        assert result["error"] is None

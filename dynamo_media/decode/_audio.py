@@ -24,6 +24,7 @@ from dynamo_media._media import DecodedMedia, options_hash
 from dynamo_media._options import format_bytes
 from dynamo_media.config import AudioLimits, AudioOptions
 from dynamo_media.decode._audio_frames import check_frame_layout
+from dynamo_media.decode._ffmpeg_memory import MIN_ALLOCATION, cap_ffmpeg_allocations
 from dynamo_media.decode._riff import check_riff
 from dynamo_media.decode._source import Source, attached_probe, content_hash_of, read_source
 
@@ -64,6 +65,7 @@ def _open(data: bytes, sample_rate: int | None, num_channels: int | None) -> Aud
     if not data:
         raise DecodeError("empty audio data (0 bytes)")
     check_riff(data)  # Note [riff sizes]
+    cap_ffmpeg_allocations(MIN_ALLOCATION)  # Note [ffmpeg allocations]
     try:
         return AudioDecoder(data, sample_rate=sample_rate, num_channels=num_channels)
     except ValueError as exc:  # torchcodec's stream selection: the file has no audio stream

@@ -51,6 +51,7 @@ from dynamo_media._errors import (
 from dynamo_media._media import DecodedMedia, options_hash
 from dynamo_media._options import format_bytes
 from dynamo_media.config import SamplingRule, VideoLimits, VideoOptions
+from dynamo_media.decode._ffmpeg_memory import cap_ffmpeg_allocations, frame_allocation
 from dynamo_media.decode._riff import check_riff
 from dynamo_media.decode._source import Source, attached_probe, content_hash_of, read_source
 from dynamo_media.sampling import sample_frame_indices
@@ -125,9 +126,11 @@ def _decoder(
     )
 
 
-def _open(data: bytes) -> Demuxer:
+def _open(data: bytes, limits: VideoLimits) -> Demuxer:
     """The demuxer, following the best video stream; its caller maps every other failure."""
     check_riff(data)  # Note [riff sizes]
+    # See Note [ffmpeg allocations] in _ffmpeg_memory.py.
+    cap_ffmpeg_allocations(frame_allocation(limits.max_video_width, limits.max_video_height))
     try:
         return Demuxer(data)
     except ValueError as exc:
@@ -168,7 +171,7 @@ def probe_video(
     if not data:
         raise DecodeError("empty video data (0 bytes)")
     with decode_failures("not a video container FFmpeg can read"):
-        stream = _open(data).streams[0]
+        stream = _open(data, limits).streams[0]
         assert isinstance(stream, VideoStream)  # streams="video" follows the best video stream
         header = stream.metadata
     width, height = header.width or 0, header.height or 0
