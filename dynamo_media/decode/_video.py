@@ -54,6 +54,7 @@ from dynamo_media.config import SamplingRule, VideoLimits, VideoOptions
 from dynamo_media.decode._ffmpeg_memory import cap_ffmpeg_allocations, frame_allocation
 from dynamo_media.decode._riff import check_riff
 from dynamo_media.decode._source import Source, attached_probe, content_hash_of, read_source
+from dynamo_media.decode._thin import thin
 from dynamo_media.sampling import sample_frame_indices
 
 __all__ = ["VideoProbe", "decode_video", "probe_video"]
@@ -248,9 +249,31 @@ def probe_video(
     )
 
 
+def _thinned_frames(
+    data: bytes, probe: VideoProbe, device: str
+) -> tuple[torch.Tensor, list[int], list[float]] | None:
+    """The sampled frames from the stream without unneeded frames (Note [non-reference
+    frames] in _thin.py); ``None`` where it does not apply or fails: then decode as usual."""
+    pixels = probe.out_width * probe.out_height
+    thinned = thin(data, probe.frames_indices, probe.total_frames, pixels)
+    if thinned is None:
+        return None
+    resize = (probe.out_width, probe.out_height) != (probe.width, probe.height)
+    try:
+        decoder = _decoder(
+            thinned.data, probe.out_width, probe.out_height, resize=resize, device=device
+        )
+        batch = decoder.get_frames_at(thinned.indices)
+    except Exception:  # Note [hostile bytes]; the full stream decides what fails
+        return None
+    return batch.data, probe.frames_indices, batch.pts_seconds.tolist()
+
+
 def _decode_frames(
-    data: bytes, probe: VideoProbe, strict: bool
+    data: bytes, probe: VideoProbe, strict: bool, device: str
 ) -> tuple[torch.Tensor, list[int], list[float]]:
+    if (thinned := _thinned_frames(data, probe, device)) is not None:
+        return thinned
     try:
         batch = probe.decoder.get_frames_at(probe.frames_indices)
         return batch.data, probe.frames_indices, batch.pts_seconds.tolist()
@@ -356,7 +379,7 @@ def decode_video(
     data = read_source(source)
     sample["device"] = device
     probe = attached_probe(source, VideoProbe, **sample) or probe_video(data, **sample)
-    frames, kept, pts = _decode_frames(data, probe, strict)
+    frames, kept, pts = _decode_frames(data, probe, strict, device)
     if layout == "THWC":
         frames = frames.permute(0, 2, 3, 1)
     metadata: dict[str, Any] = {
