@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.bench-installed
-EXTRAS := server,dynamo,test
+EXTRAS := server,dynamo,test,backend
 
 .PHONY: serve test lint bench fuzz setup ffmpeg clean
 

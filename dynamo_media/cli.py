@@ -21,10 +21,12 @@ from typing import TYPE_CHECKING, Any
 from dynamo_media._errors import MediaError, NoMediaStream
 from dynamo_media._sniff import sniff_format
 from dynamo_media.fetch import MediaFetcher
+from dynamo_media.presets import PRESETS
 
 if TYPE_CHECKING:
     import uvicorn
 
+    from dynamo_media.backend import Respond
     from dynamo_media.server import Backend
 
 __all__ = ["main"]
@@ -41,7 +43,7 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def _backend_process(model: str) -> Iterator[str]:
+def _backend_process(model: str, kind_args: list[str]) -> Iterator[str]:
     """Starts the reference backend as a second process; yields its URL."""
     import httpx
 
@@ -55,6 +57,7 @@ def _backend_process(model: str) -> Iterator[str]:
         str(port),
         "--model",
         model,
+        *kind_args,
     ]
     proc = subprocess.Popen(cmd)
     url = f"http://127.0.0.1:{port}"
@@ -88,7 +91,7 @@ def _stop(procs: list[subprocess.Popen[Any]]) -> None:
 
 
 @contextlib.contextmanager
-def _dynamo_workers(count: int, model: str, endpoint: str) -> Iterator[None]:
+def _dynamo_workers(count: int, model: str, endpoint: str, kind_args: list[str]) -> Iterator[None]:
     """Starts ``count`` workers on 127.0.0.1, with file discovery in a fresh private directory
     (so no stale entry of an earlier run is routed to) and the tcp request plane; this process's
     runtime finds them through the same environment. The directory goes when the block ends."""
@@ -102,7 +105,7 @@ def _dynamo_workers(count: int, model: str, endpoint: str) -> Iterator[None]:
     )
     os.environ.setdefault("DYN_LOG", "warn")  # else the runtime logs each request, twice
     cmd = [sys.executable, "-m", "dynamo_media.cli", "worker", "--endpoint", endpoint,
-           "--model", model]  # fmt: skip
+           "--model", model, *kind_args]  # fmt: skip
     procs: list[subprocess.Popen[Any]] = []
     try:
         procs.extend(subprocess.Popen(cmd) for _ in range(count))
@@ -136,14 +139,19 @@ def _serve(args: argparse.Namespace) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     # Hand the GIL to the event loop sooner when decode threads hold it (Python's default: 5 ms).
     sys.setswitchinterval(0.001)
-    config = load_config(args.config)
+    config = load_config(args.config, preset=args.preset)
     settings = config.settings
+    kind_args = ["--kind", args.backend_kind]
+    if args.preset:
+        kind_args += ["--preset", args.preset]
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     with contextlib.ExitStack() as stack:
         backend: Backend
         if args.transport == "dynamo":
             if args.workers:
-                stack.enter_context(_dynamo_workers(args.workers, settings.model, args.endpoint))
+                stack.enter_context(
+                    _dynamo_workers(args.workers, settings.model, args.endpoint, kind_args)
+                )
             backend = DynamoBackend(
                 args.endpoint,
                 model=settings.model,
@@ -154,7 +162,7 @@ def _serve(args: argparse.Namespace) -> int:
                 idle_timeout_ms=args.idle_timeout_ms,
             )
         else:
-            url = args.backend or stack.enter_context(_backend_process(settings.model))
+            url = args.backend or stack.enter_context(_backend_process(settings.model, kind_args))
             backend = HttpBackend(url, timeout_ms=settings.backend_timeout_ms)
         pool = RegistrationPool(
             capacity_bytes=settings.pool_capacity_bytes,
@@ -175,20 +183,47 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _respond(args: argparse.Namespace) -> Respond:
+    """The echo backend, or the torch backend of ``--preset`` (which needs transformers)."""
+    from dynamo_media.backend import echo
+
+    if args.kind == "echo":
+        return echo
+    try:
+        from dynamo_media.backend._torch import TorchBackend
+    except ImportError as exc:
+        raise SystemExit(
+            f"--kind torch needs transformers ({exc}): pip install 'dynamo-media[backend]'"
+        ) from exc
+    return TorchBackend(args.preset)
+
+
 def _backend(args: argparse.Namespace) -> int:
     import uvicorn
 
     from dynamo_media.backend import create_backend_app
 
-    uvicorn.run(create_backend_app(args.model), host=args.host, port=args.port, log_level="warning")
+    app = create_backend_app(args.model, respond=_respond(args))
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
 
 
 def _worker(args: argparse.Namespace) -> int:
     from dynamo_media.backend import serve_worker
 
-    asyncio.run(serve_worker(args.endpoint, model=args.model, **_dynamo_env()))
+    respond = _respond(args)
+    asyncio.run(serve_worker(args.endpoint, model=args.model, respond=respond, **_dynamo_env()))
     return 0
+
+
+def _add_kind(parser: argparse.ArgumentParser, flag: str) -> None:
+    parser.add_argument(
+        flag,
+        choices=["echo", "torch"],
+        default="echo",
+        help="echo: describe what arrived; torch: run the preset's HF processor and a tiny "
+        "model of its family (needs --preset and the backend extra) (default: echo)",
+    )
 
 
 def _dynamo_env() -> dict[str, Any]:
@@ -245,6 +280,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     serve = commands.add_parser("serve", help="run the OpenAI-compatible frontend")
     serve.add_argument("--config", help="JSON file with fetcher, decoder and server sections")
+    serve.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        help="a model family's decoding defaults (dynamo_media/presets.py) over the config's; "
+        "also passed to the backend or workers it starts",
+    )
+    _add_kind(serve, "--backend-kind")
     serve.add_argument("--host", default=os.environ.get("DYNAMO_MEDIA_HOST", "127.0.0.1"))
     serve.add_argument("--port", type=int, default=int(os.environ.get("DYNAMO_MEDIA_PORT", 8000)))
     serve.add_argument(
@@ -297,6 +339,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     backend.add_argument("--host", default="127.0.0.1")
     backend.add_argument("--port", type=int, default=8001)
     backend.add_argument("--model", default="dynamo-media-echo")
+    backend.add_argument("--preset", choices=sorted(PRESETS), help="the torch backend's family")
+    _add_kind(backend, "--kind")
     backend.set_defaults(run=_backend)
 
     worker = commands.add_parser(
@@ -304,6 +348,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     worker.add_argument("--endpoint", default=_ENDPOINT)
     worker.add_argument("--model", default="dynamo-media-echo")
+    worker.add_argument("--preset", choices=sorted(PRESETS), help="the torch backend's family")
+    _add_kind(worker, "--kind")
     worker.set_defaults(run=_worker)
 
     decode = commands.add_parser("decode", help="decode one file or URL; print and draw it")
@@ -321,6 +367,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--backend is a URL for --transport http; --transport dynamo finds workers")
     if args.command == "serve" and args.transport == "http" and args.route != "round_robin":
         parser.error("--route is for --transport dynamo; the http transport has one backend")
+    kind = getattr(args, "kind", None) or getattr(args, "backend_kind", None)
+    if kind == "torch" and not args.preset:
+        parser.error("the torch backend runs a model family: give --preset")
     if args.command == "serve" and args.workers < 0:
         parser.error(f"--workers must be >= 0, got {args.workers}")
     return int(args.run(args))

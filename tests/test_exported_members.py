@@ -52,7 +52,14 @@ def test_root_exports() -> None:
 
 
 SUBPACKAGES = {
-    "backend": ["EchoAnswer", "create_backend_app", "describe_items", "echo", "serve_worker"],
+    "backend": [
+        "EchoAnswer",
+        "Respond",
+        "create_backend_app",
+        "describe_items",
+        "echo",
+        "serve_worker",
+    ],
     "decode": [
         "AudioProbe",
         "ImageInfo",

@@ -84,3 +84,31 @@ class TestImportGraph:
         edges, _ = graph()
         floor = {"dynamo_media._errors", "dynamo_media._options"}
         assert edges["dynamo_media.config"] <= floor
+
+
+# transformers is the ``backend`` extra: only the torch backend's modules may import it.
+TRANSFORMERS_OK = {"dynamo_media.backend._torch", "dynamo_media.backend._tiny"}
+
+
+def third_party(path: Path) -> set[str]:
+    """The top-level packages a file imports."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+def test_only_the_torch_backend_imports_transformers() -> None:
+    importers = {
+        module_name(path)
+        for path in PACKAGE.rglob("*.py")
+        if third_party(path) & {"transformers", "tokenizers"}
+    }
+    assert importers == TRANSFORMERS_OK
+    edges, _ = graph()
+    # and nothing else reaches them but the command line, which loads them for --kind torch
+    reaching = {name for name, mods in edges.items() if mods & TRANSFORMERS_OK}
+    assert reaching <= TRANSFORMERS_OK | LAZY_OK, reaching

@@ -1,5 +1,5 @@
-"""The reference (echo) backend over OpenAI's HTTP API (``dynamo-media backend``); what it
-answers is described in ``_echo.py``."""
+"""A reference backend over OpenAI's HTTP API (``dynamo-media backend``): the echo backend
+(``_echo.py``) by default, or any other ``Respond`` (the torch backend, ``_torch.py``)."""
 
 from __future__ import annotations
 
@@ -11,13 +11,18 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from dynamo_media._errors import MediaError
 from dynamo_media._openai import SSE_DONE, error_body, model_list, sse_event
-from dynamo_media.backend._echo import echo
+from dynamo_media.backend._echo import Respond, echo
 
 __all__ = ["create_backend_app"]
 
 
-def create_backend_app(model: str) -> FastAPI:
-    """The reference backend, answering as ``model``."""
+def create_backend_app(model: str, *, respond: Respond = echo) -> FastAPI:
+    """A reference backend, answering as ``model``.
+
+    Args:
+        model: the model name it answers as.
+        respond: what answers each request. Default: ``echo``.
+    """
     app = FastAPI(title="dynamo-media reference backend")
 
     @app.get("/health")
@@ -32,7 +37,7 @@ def create_backend_app(model: str) -> FastAPI:
     async def chat(request: Request) -> Response:
         body = await request.json()
         try:
-            answer = await echo(body, model)
+            answer = await respond(body, model)
         except MediaError as exc:
             return JSONResponse(error_body(exc), status_code=exc.status)
         if body.get("stream"):

@@ -1,5 +1,6 @@
 """The reference (echo) backend's logic, shared by its transports (HTTP in ``_app.py``, Dynamo's
-runtime in ``_worker.py``): read every item over NIXL and describe what arrived.
+runtime in ``_worker.py``): read every item over NIXL and describe what arrived. The torch
+backend (``_torch.py``) reads the items the same way and answers in the same shape.
 
 The answer is a normal chat completion (or its chunks) whose text is a JSON list with, per item:
 modality, shape, dtype, the sha256 of the tensor's bytes, and frames_indices for video. A client
@@ -10,31 +11,47 @@ with the ``pid`` of the process that answered (so tests can tell workers apart).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any
 
+import torch
 from fastapi.concurrency import run_in_threadpool
 
 from dynamo_media._errors import InvalidOptions
 from dynamo_media._media import tensor_sha256
 from dynamo_media._priority import lower_thread_priority
-from dynamo_media.config import MODALITIES
+from dynamo_media.config import MODALITIES, Modality
 from dynamo_media.nixl import read
 
-__all__ = ["EchoAnswer", "describe_items", "echo"]
+__all__ = ["EchoAnswer", "ReadItem", "Respond", "describe_items", "echo", "read_items"]
 
 _MODALITY = {f"{m}_url": m for m in MODALITIES}
 _WORDS_PER_CHUNK = 8
 
 
-def _read_one(key: str, descriptor: dict[str, Any]) -> dict[str, Any]:
+@dataclasses.dataclass(frozen=True, eq=False)
+class ReadItem:
+    """One item as a backend read it: the tensor, its modality and metadata, and the facts the
+    answer reports (``item``: modality, shape, dtype, sha256, read_seconds, frames_indices)."""
+
+    modality: Modality
+    tensor: torch.Tensor
+    metadata: dict[str, Any]
+    item: dict[str, Any]
+
+    def __repr__(self) -> str:
+        return f"ReadItem({self.modality}, shape={list(self.tensor.shape)})"
+
+
+def _read_one(key: str, descriptor: dict[str, Any], device: str) -> ReadItem:
     lower_thread_priority()  # reading and hashing must not starve the event loop
     start = time.perf_counter()
-    tensor = read(descriptor)
+    tensor = read(descriptor, device=device)
     seconds = time.perf_counter() - start
     modality = _MODALITY[key]
     meta = (descriptor.get("metadata") or {}).get(modality.capitalize(), {})
@@ -47,36 +64,73 @@ def _read_one(key: str, descriptor: dict[str, Any]) -> dict[str, Any]:
     }
     if "frames_indices" in meta:
         item["frames_indices"] = meta["frames_indices"]
-    return item
+    return ReadItem(modality, tensor, meta, item)
+
+
+async def read_items(
+    multi_modal_data: dict[str, list[dict[str, Any]]], *, device: str = "cpu"
+) -> list[ReadItem]:
+    """Reads every descriptor, in order (images, then videos, then audio, as the keys come), on
+    a worker thread.
+
+    Raises:
+        InvalidOptions: an unknown key, or a malformed descriptor.
+        ReadError: an item could not be read over NIXL.
+    """
+    items = []
+    for key, descriptors in multi_modal_data.items():
+        if key not in _MODALITY:
+            raise InvalidOptions(
+                f"unknown multi_modal_data key {key!r}; allowed: {', '.join(_MODALITY)}"
+            )
+        for index, descriptor in enumerate(descriptors):
+            try:
+                items.append(await run_in_threadpool(_read_one, key, descriptor, device))
+            except ValueError as exc:
+                raise InvalidOptions(f"multi_modal_data.{key}[{index}]: {exc}") from exc
+    return items
 
 
 async def describe_items(multi_modal_data: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
     """Reads every descriptor, in order, on a worker thread; describes each tensor.
 
     Raises:
-        ValueError: an unknown key, or a malformed descriptor.
+        InvalidOptions: an unknown key, or a malformed descriptor.
         ReadError: an item could not be read over NIXL.
     """
-    items = []
-    for key, descriptors in multi_modal_data.items():
-        if key not in _MODALITY:
-            raise ValueError(f"unknown multi_modal_data key {key!r}")
-        for descriptor in descriptors:
-            items.append(await run_in_threadpool(_read_one, key, descriptor))
-    return items
+    return [read.item for read in await read_items(multi_modal_data)]
 
 
 class EchoAnswer:
-    """What the echo backend answers to one request: the whole ``completion()``, or its
-    ``chunks()`` (``chat.completion.chunk`` objects, without ``[DONE]``)."""
+    """What a reference backend answers to one request: the whole ``completion()``, or its
+    ``chunks()`` (``chat.completion.chunk`` objects, without ``[DONE]``).
 
-    def __init__(self, body: dict[str, Any], model: str, items: list[dict[str, Any]]) -> None:
+    Args:
+        body: the backend request.
+        model: the model name it answers as, unless the request names one.
+        items: the facts of each item read (``ReadItem.item``).
+        outputs: what a backend computed from the items (the torch backend: processor outputs
+            and generated tokens), shown in the text and under ``dynamo_media.outputs``.
+            Default: ``None``, nothing (the echo backend).
+    """
+
+    def __init__(
+        self,
+        body: dict[str, Any],
+        model: str,
+        items: list[dict[str, Any]],
+        *,
+        outputs: Mapping[str, Any] | None = None,
+    ) -> None:
         self.request_id = body.get("request_id") or f"chatcmpl-{uuid.uuid4().hex}"
         self.model = body.get("model", model)
         self.items = items
+        self.outputs = outputs
         self.created = int(time.time())
         shown = [{k: v for k, v in item.items() if k != "read_seconds"} for item in items]
         self.text = f"Received {len(items)} media item(s): {json.dumps(shown)}"
+        if outputs is not None:
+            self.text += f"; outputs: {json.dumps(outputs)}"
 
     def __repr__(self) -> str:
         return f"EchoAnswer({self.request_id!r}, items={len(self.items)})"
@@ -100,7 +154,11 @@ class EchoAnswer:
                 "completion_tokens": completion_tokens,
                 "total_tokens": completion_tokens,
             },
-            "dynamo_media": {"items": self.items, "pid": os.getpid()},
+            "dynamo_media": {
+                "items": self.items,
+                "pid": os.getpid(),
+                **({"outputs": self.outputs} if self.outputs is not None else {}),
+            },
         }
 
     def chunks(self) -> Iterator[dict[str, Any]]:
@@ -122,6 +180,11 @@ class EchoAnswer:
         }
 
 
+Respond = Callable[[dict[str, Any], str], Awaitable[EchoAnswer]]
+"""How a backend answers one request as a model name: ``echo``, or a ``TorchBackend``; the
+transports (``create_backend_app``, ``serve_worker``) take one."""
+
+
 async def echo(body: dict[str, Any], model: str) -> EchoAnswer:
     """Reads the items of one backend request and prepares the echo answer, as ``model``.
 
@@ -129,10 +192,5 @@ async def echo(body: dict[str, Any], model: str) -> EchoAnswer:
         MediaError: ``InvalidOptions`` for malformed ``multi_modal_data``; ``ReadError`` when an
             item could not be read over NIXL.
     """
-    try:
-        items = await describe_items(body.get("multi_modal_data") or {})
-    except InvalidOptions:
-        raise
-    except ValueError as exc:
-        raise InvalidOptions(str(exc)) from exc
+    items = await describe_items(body.get("multi_modal_data") or {})
     return EchoAnswer(body, model, items)

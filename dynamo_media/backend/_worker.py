@@ -1,7 +1,7 @@
-"""The reference (echo) backend as a worker on Dynamo's distributed runtime
-(``dynamo-media worker``): it serves one endpoint, ``dynamo_media.backend.generate`` by default,
-and answers each request as ``_echo.py`` describes, in the messages of Note [Dynamo wire]
-(``dynamo_media/server/_dynamo_backend.py``).
+"""A reference backend as a worker on Dynamo's distributed runtime (``dynamo-media worker``):
+it serves one endpoint, ``dynamo_media.backend.generate`` by default, and answers each request
+as ``_echo.py`` describes (or the torch backend, ``_torch.py``), in the messages of
+Note [Dynamo wire] (``dynamo_media/server/_dynamo_backend.py``).
 
 Discovery and the request plane come from Dynamo's usual environment: ``DYN_DISCOVERY_BACKEND``
 (``file`` with ``DYN_FILE_KV``, ``etcd`` with ``ETCD_ENDPOINTS``), ``DYN_REQUEST_PLANE`` (``tcp``,
@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from dynamo_media._errors import MediaError
 from dynamo_media._openai import error_body
-from dynamo_media.backend._echo import echo
+from dynamo_media.backend._echo import Respond, echo
 
 if TYPE_CHECKING:
     from dynamo.runtime import Context
@@ -26,15 +26,18 @@ if TYPE_CHECKING:
 __all__ = ["serve_worker"]
 
 
-async def serve_worker(endpoint: str, *, model: str, discovery: str, request_plane: str) -> None:
-    """Serves the echo backend on ``endpoint`` until SIGTERM or SIGINT, then finishes the
-    requests in flight (the runtime's graceful shutdown) and returns.
+async def serve_worker(
+    endpoint: str, *, model: str, discovery: str, request_plane: str, respond: Respond = echo
+) -> None:
+    """Serves a backend on ``endpoint`` until SIGTERM or SIGINT, then finishes the requests in
+    flight (the runtime's graceful shutdown) and returns.
 
     Args:
         endpoint: ``namespace.component.endpoint``.
         model: the model name it answers as.
         discovery: the runtime's discovery backend (``"file"``, ``"etcd"``, ...).
         request_plane: ``"tcp"`` or ``"nats"``.
+        respond: what answers each request. Default: ``echo``.
 
     Raises:
         ImportError: ``ai-dynamo-runtime`` is not installed (the ``dynamo`` extra).
@@ -52,7 +55,7 @@ async def serve_worker(endpoint: str, *, model: str, discovery: str, request_pla
 
     async def generate(request: dict[str, Any], context: Context) -> AsyncIterator[dict[str, Any]]:
         try:
-            answer = await echo(request, model)
+            answer = await respond(request, model)
         except MediaError as exc:
             yield {"answer": error_body(exc), "status": exc.status}
             return

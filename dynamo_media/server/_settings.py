@@ -5,6 +5,8 @@
      "server": {"model": "dynamo-media-echo", "max_concurrent_requests": 16, ...}}
 
 Every section is optional; what is missing takes the embedded defaults (``default_config``).
+A model preset (``dynamo_media.presets``) then merges its decoder options over the enabled
+modalities, as a request's ``media_io_kwargs`` would; a request's own still override it.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ from dynamo_media._cache import DEFAULT_CACHE_BYTES
 from dynamo_media._decoder import MediaDecoder
 from dynamo_media._errors import InvalidOptions
 from dynamo_media._options import Options
+from dynamo_media.config import OPTION_TYPES
 from dynamo_media.fetch import MediaFetcher
+from dynamo_media.presets import get_preset
 
 __all__ = ["ServerConfig", "ServerSettings", "default_config", "load_config", "parse_config"]
 
@@ -91,8 +95,18 @@ class ServerConfig:
         }
 
 
-def parse_config(data: Mapping[str, Any]) -> ServerConfig:
-    """Builds a ``ServerConfig`` over the defaults; unknown sections are ``InvalidOptions``."""
+def parse_config(data: Mapping[str, Any], *, preset: str | None = None) -> ServerConfig:
+    """Builds a ``ServerConfig`` over the defaults; unknown sections are ``InvalidOptions``.
+
+    Args:
+        data: the configuration's sections.
+        preset: a model preset (``dynamo_media.presets.PRESETS``) whose decoder options are
+            merged over the enabled modalities' (a disabled one stays disabled).
+            Default: ``None``.
+
+    Raises:
+        InvalidOptions: an unknown section, a bad value, or an unknown preset.
+    """
     unknown = set(data) - {"fetcher", "decoder", "server"}
     if unknown:
         raise InvalidOptions(
@@ -100,23 +114,31 @@ def parse_config(data: Mapping[str, Any]) -> ServerConfig:
             "fetcher, server"
         )
     base = default_config()
+    decoder = dict(data.get("decoder", base["decoder"]))
+    if preset is not None:
+        for modality, options in get_preset(preset).media.items():
+            if modality in decoder:
+                configured = OPTION_TYPES[modality].from_dict(decoder[modality], where=modality)
+                merged = configured.merge(options, where=f"preset {preset}.{modality}")
+                decoder[modality] = merged.to_dict()
     return ServerConfig(
         fetcher=MediaFetcher.from_dict({**base["fetcher"], **data.get("fetcher", {})}),
-        decoder=MediaDecoder.from_dict(data.get("decoder", base["decoder"])),
+        decoder=MediaDecoder.from_dict(decoder),
         settings=ServerSettings.from_dict(
             {**base["server"], **data.get("server", {})}, where="server"
         ),
     )
 
 
-def load_config(path: str | Path | None) -> ServerConfig:
-    """Reads a JSON configuration file, or the embedded defaults when ``path`` is ``None``."""
+def load_config(path: str | Path | None, *, preset: str | None = None) -> ServerConfig:
+    """Reads a JSON configuration file, or the embedded defaults when ``path`` is ``None``; with
+    a ``preset``, as ``parse_config``."""
     if path is None:
-        return parse_config({})
+        return parse_config({}, preset=preset)
     try:
         data = json.loads(Path(path).read_text())
     except (OSError, ValueError) as exc:
         raise InvalidOptions(f"Cannot read the config file {path}: {exc}") from exc
     if not isinstance(data, Mapping):
         raise InvalidOptions(f"The config file {path} must hold a JSON object")
-    return parse_config(data)
+    return parse_config(data, preset=preset)
