@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.bench-installed
 EXTRAS := server,dynamo,test
 
-.PHONY: serve test lint bench fuzz setup ffmpeg clean
+.PHONY: serve test lint bench fuzz setup ffmpeg etcd-nats clean
 
 # The OpenAI-compatible frontend on 127.0.0.1:8000 with the reference backend beside it.
 # ARGS passes options through: make serve ARGS="--config my.json --port 9000"; on Dynamo's
@@ -35,13 +35,20 @@ $(BENCH_STAMP): $(STAMP)
 	$(BIN)/python -m pip install -q -e '.[$(EXTRAS),bench]'
 	touch $(BENCH_STAMP)
 
-setup: ffmpeg $(STAMP)
+setup: ffmpeg etcd-nats $(STAMP)
 
 # torchcodec loads the system's FFmpeg shared libraries (4 to 7).
 ffmpeg:
 	@command -v ffmpeg >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq ffmpeg; }
+
+# etcd (discovery) and NATS (request plane) for the multi-node test on loopback
+# (tests/test_dynamo_multinode.py); Debian puts nats-server in /usr/sbin.
+etcd-nats:
+	@command -v etcd >/dev/null && PATH="$$PATH:/usr/sbin" command -v nats-server >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq etcd-server nats-server; }
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
