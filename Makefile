@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.bench-installed
 EXTRAS := server,dynamo,test,backend
 
-.PHONY: serve test lint bench fuzz setup ffmpeg clean
+.PHONY: serve test lint bench fuzz setup system clean
 
 # The OpenAI-compatible frontend on 127.0.0.1:8000 with the reference backend beside it.
 # ARGS passes options through: make serve ARGS="--config my.json --port 9000"; on Dynamo's
@@ -35,13 +35,17 @@ $(BENCH_STAMP): $(STAMP)
 	$(BIN)/python -m pip install -q -e '.[$(EXTRAS),bench]'
 	touch $(BENCH_STAMP)
 
-setup: ffmpeg $(STAMP)
+setup: system $(STAMP)
 
-# torchcodec loads the system's FFmpeg shared libraries (4 to 7).
-ffmpeg:
-	@command -v ffmpeg >/dev/null || { \
+# System packages, from Debian, only when missing: FFmpeg's shared libraries (4 to 7), which
+# torchcodec loads; etcd (discovery) and NATS (request plane) for the multi-node test on loopback
+# (tests/test_dynamo_multinode.py). Debian puts nats-server in /usr/sbin.
+system:
+	@command -v ffmpeg >/dev/null && command -v etcd >/dev/null \
+	  && PATH="$$PATH:/usr/sbin" command -v nats-server >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq ffmpeg; }
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	    $$SUDO apt-get install -y -qq ffmpeg etcd-server nats-server; }
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

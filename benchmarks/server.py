@@ -11,8 +11,14 @@ decode, NIXL registration, in this process) with the cache off, on, and on with 
 cache too (the media are served with ``Cache-Control: max-age`` and an ``ETag``): per-turn latency
 and decode time.
 
+``--transports`` runs the same load, in one run, through the HTTP hop to one reference backend
+and through Dynamo's runtime to 1 and to 2 workers (``serve --transport dynamo``): req/s and
+p50/p99 per kind, then a video-only load with the text-only probes beside it, then (2 workers)
+the failover: one worker is SIGKILLed and text-only requests follow one by one.
+
     python -m benchmarks.server [--quick] [--requests 200] [--concurrency 16]
     python -m benchmarks.server --replay
+    python -m benchmarks.server --transports [--quick]
 """
 
 from __future__ import annotations
@@ -21,8 +27,10 @@ import argparse
 import asyncio
 import base64
 import multiprocessing
+import os
 import random
 import re
+import signal
 import statistics
 import time
 from pathlib import Path
@@ -85,10 +93,13 @@ def _requests(server: MediaServer, n: int, rng: random.Random) -> list[tuple[str
     return [rng.choice(bad) if i % 5 == 4 else rng.choice(good) for i in range(n)]
 
 
-def _probe(url: str, stop: Any, out: Any) -> None:
-    """Text-only requests every 50 ms from their own process, until ``stop`` is set."""
+def _probe(url: str, ready: Any, stop: Any, out: Any) -> None:
+    """Text-only requests every 50 ms from their own process, until ``stop`` is set; ``ready``
+    is set once the first has been answered."""
     latencies = []
     with httpx.Client(base_url=url, timeout=30) as client:
+        client.post("/v1/chat/completions", json=TEXT)
+        ready.set()
         while not stop.is_set():
             start = time.perf_counter()
             client.post("/v1/chat/completions", json=TEXT)
@@ -102,8 +113,8 @@ async def _load(url: str, work: list[tuple[str, dict]], concurrency: int) -> dic
     statuses: dict[int, int] = {}
     sem = asyncio.Semaphore(concurrency)
     ctx = multiprocessing.get_context("spawn")
-    stop, out = ctx.Event(), ctx.Queue()
-    prober = ctx.Process(target=_probe, args=(url, stop, out))
+    ready, stop, out = ctx.Event(), ctx.Event(), ctx.Queue()
+    prober = ctx.Process(target=_probe, args=(url, ready, stop, out))
     prober.start()
     async with httpx.AsyncClient(base_url=url, timeout=120) as client:
 
@@ -114,7 +125,9 @@ async def _load(url: str, work: list[tuple[str, dict]], concurrency: int) -> dic
                 latencies.setdefault(kind, []).append(time.perf_counter() - start)
                 statuses[answer.status_code] = statuses.get(answer.status_code, 0) + 1
 
-        await asyncio.sleep(1.0)  # the prober's interpreter starts
+        # The spawned prober imports this module (torch and all): seconds on a busy machine.
+        if not await asyncio.to_thread(ready.wait, 120):
+            raise SystemExit("the text-only prober did not start within 120 s")
         start = time.perf_counter()
         await asyncio.gather(*(one(kind, body) for kind, body in work))
         wall = time.perf_counter() - start
@@ -127,6 +140,123 @@ async def _load(url: str, work: list[tuple[str, dict]], concurrency: int) -> dic
 def _pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _config(concurrency: int) -> dict:
+    """The frontend's config: the media server (127.0.0.1 with a port) allowed, and exactly
+    that; no decoded-media cache, or every repeat would be a hit."""
+    return {
+        "fetcher": {
+            "allow_direct_ip": True,
+            "allow_private_ips": True,
+            "allow_direct_port": True,
+            "allowed_media_domains": ["127.0.0.1"],
+        },
+        "server": {
+            "max_concurrent_requests": concurrency,
+            "queue_timeout_ms": 60000,
+            "pool_capacity_bytes": 1 << 30,
+            "cache_bytes": 0,
+        },
+    }
+
+
+def _ms(values: list[float], q: float | None = None) -> str:
+    """The median (or the ``q`` quantile) of ``values`` seconds, in ms; "-" for none."""
+    if not values:
+        return "-"
+    return f"{(statistics.median(values) if q is None else _pct(values, q)) * 1000:.1f}"
+
+
+def _failover(url: str, requests: int = 20) -> list[float]:
+    """SIGKILLs the worker that answers a text-only request, then sends ``requests`` text-only
+    requests one by one: their seconds (the first routed to the dead worker fails over)."""
+    with httpx.Client(base_url=url, timeout=60) as client:
+        victim = client.post("/v1/chat/completions", json=TEXT).json()["dynamo_media"]["pid"]
+        os.kill(victim, signal.SIGKILL)
+        seconds = []
+        for _ in range(requests):
+            start = time.perf_counter()
+            assert client.post("/v1/chat/completions", json=TEXT).status_code == 200
+            seconds.append(time.perf_counter() - start)
+    return seconds
+
+
+def transports(n: int, concurrency: int) -> None:
+    """The HTTP hop vs Dynamo's runtime with 1 and 2 workers, on the same requests."""
+    setups = {
+        "http hop, 1 backend": [],
+        "dynamo, 1 worker": ["--transport", "dynamo", "--workers", "1"],
+        "dynamo, 2 workers": ["--transport", "dynamo", "--workers", "2"],
+    }
+    media = MediaServer()
+    runs, texts, videos, failover, failovers = {}, {}, {}, [], 0.0
+    try:
+        work = _requests(media, n, random.Random(0))
+        good = [w for w in work if w[0] != "bad"]
+        video = [w for w in work if w[0] == "video"]
+        video_load = (video * (n // 3 // len(video) + 1))[: n // 3]
+        for name, args in setups.items():
+            with serving(_config(concurrency), quiet=True, args=args) as url:
+                asyncio.run(_load(url, work[:8], 4))  # warm up: connections, decoders
+                runs[name] = asyncio.run(_load(url, good, concurrency))
+                texts[name] = asyncio.run(_load(url, [("text", TEXT)] * n, concurrency))
+                videos[name] = asyncio.run(_load(url, video_load, concurrency))
+                if name == "dynamo, 2 workers":
+                    failover = _failover(url)
+                    failovers = _metric(
+                        httpx.get(f"{url}/metrics").text, "dynamo_media_backend_failovers_total"
+                    )
+    finally:
+        media.stop()
+    kinds = sorted({kind for run in runs.values() for kind in run["latencies"]})
+    lines = [
+        f"Machine: {machine()}\n",
+        f"### Transports: {len(good)} good requests (image, video, audio), concurrency "
+        f"{concurrency}, through the HTTP hop to one reference backend and through Dynamo's "
+        "runtime (file discovery, tcp plane) to 1 and 2 workers; p50 / p99 ms\n",
+        "| transport | req/s | " + " | ".join(kinds) + " | text-only probe | 5xx |",
+        "|---" * (len(kinds) + 4) + "|",
+    ]
+    for name, run in runs.items():
+        cells = [f"{_ms(run['latencies'][k])} / {_ms(run['latencies'][k], 0.99)}" for k in kinds]
+        fives = sum(c for s, c in run["statuses"].items() if s >= 500)
+        probes = run["probes"]
+        lines.append(
+            f"| {name} | {len(good) / run['wall']:.1f} | " + " | ".join(cells)
+            + f" | {_ms(probes)} / {_ms(probes, 0.99)} | {fives} |"
+        )  # fmt: skip
+    lines += [
+        "",
+        f"### The hop alone: {n} text-only requests, concurrency {concurrency}\n",
+        "| transport | req/s | p50 ms | p99 ms |",
+        "|---|---|---|---|",
+    ]
+    for name, run in texts.items():
+        lat = run["latencies"]["text"]
+        lines.append(f"| {name} | {n / run['wall']:.1f} | {_ms(lat)} | {_ms(lat, 0.99)} |")
+    lines += [
+        "",
+        f"### Text-only probes (one every 50 ms, own process) during a video-only load: "
+        f"{len(video_load)} videos (640x360, 10 s, 2 fps), concurrency {concurrency}; ms\n",
+        "| transport | videos/s | video p50 / p99 | probes | probe p50 | probe p99 | probe max |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, run in videos.items():
+        probes, lat = run["probes"], run["latencies"]["video"]
+        lines.append(
+            f"| {name} | {len(video_load) / run['wall']:.1f} | {_ms(lat)} / {_ms(lat, 0.99)} | "
+            f"{len(probes)} | {_ms(probes)} | {_ms(probes, 0.99)} | {_ms(probes, 1.0)} |"
+        )
+    lines += [
+        "",
+        f"### Failover (dynamo, 2 workers): the worker that answered a text-only request is "
+        f"SIGKILLed, then {len(failover)} text-only requests one by one\n",
+        f"- slowest (the one routed to the dead worker, sent again to the live one): "
+        f"{max(failover) * 1000:.1f} ms; median {_ms(failover)} ms",
+        f"- failovers counted by the frontend: {failovers:.0f}; every request answered 200",
+    ]
+    report("server_transports", "\n".join(lines) + "\n")
 
 
 def _conversations(server: MediaServer, n: int) -> list[dict]:
@@ -245,28 +375,19 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--replay", action="store_true", help="the multi-turn replay instead")
+    parser.add_argument(
+        "--transports", action="store_true", help="HTTP hop vs Dynamo's runtime, 1 and 2 workers"
+    )
     args = parser.parse_args()
     if args.replay:
         replay()
         return
     n = 40 if args.quick else args.requests
+    if args.transports:
+        transports(n, args.concurrency)
+        return
     media = MediaServer()
-    # The media server is 127.0.0.1 with a port: allow exactly that host.
-    config = {
-        "fetcher": {
-            "allow_direct_ip": True,
-            "allow_private_ips": True,
-            "allow_direct_port": True,
-            "allowed_media_domains": ["127.0.0.1"],
-        },
-        "server": {
-            "max_concurrent_requests": args.concurrency,
-            "queue_timeout_ms": 60000,
-            "pool_capacity_bytes": 1 << 30,
-            "cache_bytes": 0,
-        },
-    }
-    with serving(config, quiet=True) as url:
+    with serving(_config(args.concurrency), quiet=True) as url:
         try:
             work = _requests(media, n, random.Random(0))
             asyncio.run(_load(url, work[:8], 4))  # warm up: connections, decoders

@@ -171,8 +171,17 @@ def _serve(args: argparse.Namespace) -> int:
         )
         stack.callback(pool.close)
         app = create_app(config, backend, pool)
+        # On SIGTERM uvicorn stops listening at once, lets the requests in flight finish for up
+        # to drain_seconds, then cancels them (which releases their registrations and stops
+        # their workers' streams); then the ExitStack stops the workers.
         server = uvicorn.Server(
-            uvicorn.Config(app, host=args.host, port=args.port, log_level="warning")
+            uvicorn.Config(
+                app,
+                host=args.host,
+                port=args.port,
+                log_level="warning",
+                timeout_graceful_shutdown=args.drain_seconds,
+            )
         )
         print(f"dynamo-media frontend on http://{args.host}:{args.port} -> {backend}")
         try:
@@ -333,6 +342,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=60_000,
         help="dynamo: how long a stream may go without a chunk (default: 60000)",
     )
+    serve.add_argument(
+        "--drain-seconds",
+        type=int,
+        default=20,
+        help="on SIGTERM: stop accepting, let requests in flight finish for this long, then "
+        "cut them and stop the workers (default: 20, inside Kubernetes' 30 s grace period)",
+    )
     serve.set_defaults(run=_serve)
 
     backend = commands.add_parser("backend", help="run the reference torch backend")
@@ -370,6 +386,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     kind = getattr(args, "kind", None) or getattr(args, "backend_kind", None)
     if kind == "torch" and not args.preset:
         parser.error("the torch backend runs a model family: give --preset")
+    if args.command == "serve" and args.drain_seconds < 0:
+        parser.error(f"--drain-seconds must be >= 0, got {args.drain_seconds}")
     if args.command == "serve" and args.workers < 0:
         parser.error(f"--workers must be >= 0, got {args.workers}")
     return int(args.run(args))

@@ -20,6 +20,36 @@ import httpx
 from tests.media import ROOT
 
 
+def dynamo_env(discovery: Path) -> dict[str, str]:
+    """Dynamo's environment for processes on 127.0.0.1 that find each other through file
+    discovery in ``discovery``, over the tcp request plane: what ``serve --workers N`` sets for
+    its own workers, for tests that start theirs (``serve --workers 0``)."""
+    return {
+        "DYN_DISCOVERY_BACKEND": "file",
+        "DYN_FILE_KV": str(discovery),
+        "DYN_REQUEST_PLANE": "tcp",
+        "DYN_TCP_RPC_HOST": "127.0.0.1",
+        "DYN_TCP_RESPONSE_STREAM_HOST": "127.0.0.1",
+        "DYN_LOG": "warn",
+    }
+
+
+@contextlib.contextmanager
+def worker_process(*cmd: str) -> Iterator[subprocess.Popen[bytes]]:
+    """Runs ``python -m <cmd>`` (a worker on Dynamo's runtime, found through the environment)
+    in its own session until the block ends; then SIGTERM, and SIGKILL if it lingers."""
+    proc = subprocess.Popen([sys.executable, "-m", *cmd], cwd=ROOT, start_new_session=True)
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

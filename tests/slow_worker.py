@@ -1,9 +1,9 @@
 """A worker on Dynamo's runtime that streams slowly, for tests of what a frontend does mid-stream:
 ``python -m tests.slow_worker RECORD``. It serves ``dynamo_media.backend.generate`` (the
 environment says where: ``DYN_FILE_KV`` and friends) and answers each request with up to
-``CHUNKS`` chunks, one per ``INTERVAL_S``, never reading the request's items; when the frontend
-stops the request (``context.is_stopped()``) it stops and appends ``stopped after N chunks`` to
-the file RECORD, else ``ended``."""
+``max_tokens`` chunks (default ``CHUNKS``), one per ``INTERVAL_S``, never reading the request's
+items; when the frontend stops the request (``context.is_stopped()``) it stops and appends
+``stopped after N chunks`` to the file RECORD, else ``ended``."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ async def main(record: Path) -> None:
     loop.add_signal_handler(signal.SIGTERM, runtime.shutdown)
 
     async def generate(request: dict[str, Any], context: Context) -> AsyncIterator[dict[str, Any]]:
-        for n in range(CHUNKS):
+        for n in range(int(request.get("max_tokens") or CHUNKS)):
             if context.is_stopped():
                 with record.open("a") as f:
                     f.write(f"stopped after {n} chunks\n")

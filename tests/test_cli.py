@@ -62,3 +62,9 @@ def test_decode_broken_video_is_not_tried_as_audio(
     path.write_bytes(numbered_video("h264.mp4").read_bytes()[:2000])
     assert main(["decode", str(path)]) == 1
     assert "error (400 DecodeError)" in capsys.readouterr().err
+
+
+def test_serve_refuses_a_negative_drain(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["serve", "--drain-seconds", "-1"])
+    assert "--drain-seconds must be >= 0, got -1" in capsys.readouterr().err

@@ -12,7 +12,6 @@ import base64
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,7 +24,7 @@ from PIL import Image
 from dynamo_media import BackendNotReady, BackendUnavailable, cli, decode_image, tensor_sha256
 from dynamo_media.server import DynamoBackend
 from tests.images import pillow_bytes
-from tests.serve import serving_process
+from tests.serve import dynamo_env, serving_process, worker_process
 from tests.test_image import LOSSY
 from tests.test_server import items_of
 
@@ -313,43 +312,33 @@ class TestClientDisconnect:
     ) -> None:
         """``serve --workers 0`` finds a slow worker of the test's own through file discovery;
         the client reads three chunks of an image request's stream and hangs up."""
-        for key, value in {
-            "DYN_DISCOVERY_BACKEND": "file",
-            "DYN_FILE_KV": str(tmp_path / "discovery"),
-            "DYN_REQUEST_PLANE": "tcp",
-            "DYN_TCP_RPC_HOST": "127.0.0.1",
-            "DYN_TCP_RESPONSE_STREAM_HOST": "127.0.0.1",
-            "DYN_LOG": "warn",
-        }.items():
+        for key, value in dynamo_env(tmp_path / "discovery").items():
             monkeypatch.setenv(key, value)
         record = tmp_path / "record"
-        cmd = [sys.executable, "-m", "tests.slow_worker", str(record)]
-        worker = subprocess.Popen(cmd, cwd=Path(__file__).parent.parent, start_new_session=True)
-        try:
-            with serving_process(CONFIG, args=[*SERVE_ARGS[:3], "0"]) as (_, url):
-                body = {
-                    "model": MODEL,
-                    "stream": True,
-                    "messages": [{"role": "user", "content": [image_part(LOSSY["jpeg"]())]}],
-                }
-                with (
-                    httpx.Client(timeout=10) as http,
-                    http.stream("POST", f"{url}/v1/chat/completions", json=body) as answer,
-                ):
-                    events = (line for line in answer.iter_lines() if line.startswith("data:"))
-                    for _ in range(3):
-                        assert '"chat.completion.chunk"' in next(events)
-                    assert lent(url) == 1  # the image, held while the answer streams
-                # The connection is closed: the frontend stops the worker and releases.
-                wait_for(lambda: lent(url) == 0, "the release")
-                wait_for(record.exists, "the worker's stop")
-                (line,) = record.read_text().splitlines()
-                assert line.startswith("stopped after ")
-                stopped_after = int(line.split()[2])
-                assert 3 <= stopped_after < 200
-        finally:
-            worker.terminate()
-            worker.wait(timeout=30)
+        with (
+            worker_process("tests.slow_worker", str(record)),
+            serving_process(CONFIG, args=[*SERVE_ARGS[:3], "0"]) as (_, url),
+        ):
+            body = {
+                "model": MODEL,
+                "stream": True,
+                "messages": [{"role": "user", "content": [image_part(LOSSY["jpeg"]())]}],
+            }
+            with (
+                httpx.Client(timeout=10) as http,
+                http.stream("POST", f"{url}/v1/chat/completions", json=body) as answer,
+            ):
+                events = (line for line in answer.iter_lines() if line.startswith("data:"))
+                for _ in range(3):
+                    assert '"chat.completion.chunk"' in next(events)
+                assert lent(url) == 1  # the image, held while the answer streams
+            # The connection is closed: the frontend stops the worker and releases.
+            wait_for(lambda: lent(url) == 0, "the release")
+            wait_for(record.exists, "the worker's stop")
+            (line,) = record.read_text().splitlines()
+            assert line.startswith("stopped after ")
+            stopped_after = int(line.split()[2])
+            assert 3 <= stopped_after < 200
 
 
 class TestHashRoute:
