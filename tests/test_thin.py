@@ -2,6 +2,8 @@
 of the stream (Note [non-reference frames] in dynamo_media/decode/_thin.py), and what comes back
 is bit for bit what the whole stream gives."""
 
+import random
+
 import pytest
 import torch
 from torchcodec.decoders import VideoDecoder
@@ -100,3 +102,70 @@ def test_mutated_tables_never_raise(name: str) -> None:
         result = thin(mutate(seed, mutation).data, [0, total // 2, total - 1], total, 10**9)
         thinned += result is not None
     assert thinned > 0  # the mutants reach the rewrite, not only the first checks
+
+
+# The kinds of stream the property below covers (issue #16); each made by FFmpeg.
+PROPERTY_CLIPS = {
+    "b-pyramid": lambda: ffmpeg("pyramid.mp4", *_SOURCE, "-c:v", "libx264", "-preset", "medium"),
+    "open-gop": lambda: ffmpeg(
+        "open-gop.mp4", *_SOURCE, *_X264, "-x264-params", "open-gop=1:keyint=50"
+    ),
+    "no-b-frames": lambda: ffmpeg("no-b-frames.mp4", *NOT_THINNED["no-b-frames.mp4"]),
+    "hevc": lambda: ffmpeg("hevc.mp4", *THINNED["hevc.mp4"]),
+    "vp9": lambda: ffmpeg("vp9.webm", *NOT_THINNED["vp9.webm"]),
+    "variable-rate": lambda: ffmpeg(
+        "thin-vfr.mp4",
+        *_SOURCE,
+        *("-vf", "setpts='if(lt(N,80),N/25,3.2+(N-80)/10)/TB'", "-fps_mode", "vfr"),
+        *_X264,
+    ),
+    "rotated": lambda: ffmpeg(
+        "rotated.mp4",
+        "-i",
+        str(ffmpeg("h264.mp4", *THINNED["h264.mp4"])),
+        "-c",
+        "copy",
+        "-metadata:s:v:0",
+        "rotate=90",
+    ),
+    "edit-list": lambda: ffmpeg(
+        "edit-list.mp4",
+        "-ss",
+        "1.3",
+        "-i",
+        str(ffmpeg("h264.mp4", *THINNED["h264.mp4"])),
+        "-c",
+        "copy",
+    ),
+    "cut-mid-gop": lambda: ffmpeg(
+        "cut-mid-gop.mp4",
+        "-i",
+        str(ffmpeg("h264.mp4", *THINNED["h264.mp4"])),
+        "-t",
+        "3.3",
+        "-c",
+        "copy",
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(PROPERTY_CLIPS))
+def test_any_sample_gives_the_whole_streams_frames(kind: str) -> None:
+    """Property: for random sample sets, the thinned stream (forced to apply wherever it can)
+    and decode_video give the exact whole-stream frames, indices and timestamps."""
+    data = PROPERTY_CLIPS[kind]().read_bytes()
+    total = len(VideoDecoder(data, seek_mode="exact"))
+    rng = random.Random(kind)
+    for _ in range(8):
+        indices = sorted(rng.sample(range(total), rng.randint(1, min(32, total))))
+        frames, pts = whole_stream(data, indices)
+        out = decode_video(data, indices=indices)
+        assert torch.equal(out.tensor, frames)
+        assert (out.metadata["frames_indices"], out.metadata["pts_seconds"]) == (
+            indices,
+            pts.tolist(),
+        )
+        thinned = thin(data, indices, total, 10**9)
+        if thinned is not None:
+            got = VideoDecoder(thinned.data, seek_mode="exact").get_frames_at(thinned.indices)
+            assert torch.equal(got.data, frames) and torch.equal(got.pts_seconds, pts)
