@@ -8,11 +8,12 @@ EXTRAS := server,dynamo,test,backend
 
 .PHONY: serve test lint bench fuzz setup system clean
 
-# The OpenAI-compatible frontend on 127.0.0.1:8000 with the reference backend beside it.
-# ARGS passes options through: make serve ARGS="--config my.json --port 9000"; on Dynamo's
-# runtime with N workers: make serve ARGS="--transport dynamo --workers 2"
+# The OpenAI-compatible frontend on 127.0.0.1:8000 and two reference workers, on Dynamo's
+# runtime (file discovery in a private directory). ARGS passes options through and wins:
+# make serve ARGS="--port 9000 --workers 4"; the plain HTTP hop to one backend:
+# make serve ARGS="--transport http"
 serve: setup
-	$(BIN)/dynamo-media serve $(ARGS)
+	$(BIN)/dynamo-media serve --transport dynamo --workers 2 $(ARGS)
 
 test: setup lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
