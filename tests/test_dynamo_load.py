@@ -219,9 +219,11 @@ async def appeared(directory: Path, known: set[Path]) -> float:
 
 
 def refused(url: str) -> bool:
+    """No request is taken: the connection is refused, or (one that reached the listening
+    socket's backlog as it closed) dropped without an answer."""
     try:
         httpx.get(f"{url}/health", timeout=1)
-    except httpx.ConnectError:
+    except (httpx.ConnectError, httpx.RemoteProtocolError):
         return True
     return False
 
