@@ -52,6 +52,8 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[$(EXTRAS)]'
+	# dynamo.frontend (processor mode); --no-deps: ai-dynamo's deps include a placeholder
+	$(BIN)/python -m pip install -q --no-deps ai-dynamo==1.6.1 pyyaml msgspec
 	touch $(STAMP)
 
 clean:

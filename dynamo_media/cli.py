@@ -1,4 +1,4 @@
-"""The ``dynamo-media`` command: ``serve``, ``backend``, ``worker`` and ``decode``."""
+"""The ``dynamo-media`` command: ``serve``, ``backend``, ``worker``, ``processor``, ``decode``."""
 
 from __future__ import annotations
 
@@ -34,6 +34,7 @@ __all__ = ["main"]
 _AUDIO = {"wav", "mp3", "flac", "ogg"}
 _VIDEO = {"mp4", "mov", "matroska", "avi"}
 _ENDPOINT = "dynamo_media.backend.generate"  # DynamoBackend's default
+_PROCESSOR_ENDPOINT = "dynamo_media.processor.generate"  # serve_processor's
 
 
 def _free_port() -> int:
@@ -225,6 +226,48 @@ def _worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def _processor(args: argparse.Namespace) -> int:
+    from dynamo_media.nixl import RegistrationPool
+    from dynamo_media.server import DynamoBackend, create_chat, load_config, serve_processor
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    config = load_config(args.config, preset=args.preset)
+    settings = config.settings
+    env = _dynamo_env()
+    backend = DynamoBackend(
+        args.worker_endpoint,
+        model=settings.model,
+        **env,
+        connect_timeout_ms=args.connect_timeout_ms,
+        first_chunk_timeout_ms=args.first_chunk_timeout_ms,
+        idle_timeout_ms=args.idle_timeout_ms,
+    )
+    pool = RegistrationPool(
+        capacity_bytes=settings.pool_capacity_bytes,
+        device=settings.device,
+        wait_ms=settings.queue_timeout_ms,
+    )
+    chat = create_chat(config, backend, pool)
+
+    async def run() -> None:
+        try:
+            await backend.connect()  # its runtime lives on this loop
+            await serve_processor(chat, args.endpoint, model=settings.model, **env)
+        finally:
+            await backend.aclose()
+
+    print(f"dynamo-media processor on {args.endpoint} as {settings.model!r} -> {backend}")
+    try:
+        asyncio.run(run())
+    except MediaError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        chat.preprocessor.close()
+        pool.close()
+    return 0
+
+
 def _add_kind(parser: argparse.ArgumentParser, flag: str) -> None:
     parser.add_argument(
         flag,
@@ -367,6 +410,44 @@ def main(argv: Sequence[str] | None = None) -> int:
     worker.add_argument("--preset", choices=sorted(PRESETS), help="the torch backend's family")
     _add_kind(worker, "--kind")
     worker.set_defaults(run=_worker)
+
+    processor = commands.add_parser(
+        "processor",
+        help="serve the media path behind Dynamo's HTTP frontend (python -m dynamo.frontend) as "
+        "a text-input chat model; forwards to `dynamo-media worker`s",
+    )
+    processor.add_argument("--config", help="JSON file with fetcher, decoder and server sections")
+    processor.add_argument(
+        "--preset", choices=sorted(PRESETS), help="a model family's decoding defaults"
+    )
+    processor.add_argument(
+        "--endpoint",
+        default=_PROCESSOR_ENDPOINT,
+        help=f"the endpoint dynamo.frontend reaches this processor on (default: "
+        f"{_PROCESSOR_ENDPOINT})",
+    )
+    processor.add_argument(
+        "--worker-endpoint", default=_ENDPOINT, help=f"the workers' endpoint (default: {_ENDPOINT})"
+    )
+    processor.add_argument(
+        "--connect-timeout-ms",
+        type=int,
+        default=120_000,
+        help="how long to wait for a worker at start (default: 120000)",
+    )
+    processor.add_argument(
+        "--first-chunk-timeout-ms",
+        type=int,
+        default=60_000,
+        help="how long a worker may take to send its first chunk (default: 60000)",
+    )
+    processor.add_argument(
+        "--idle-timeout-ms",
+        type=int,
+        default=60_000,
+        help="how long a stream may go without a chunk (default: 60000)",
+    )
+    processor.set_defaults(run=_processor)
 
     decode = commands.add_parser("decode", help="decode one file or URL; print and draw it")
     decode.add_argument("source", help="a path, http(s) or data: URL")

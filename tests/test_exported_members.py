@@ -94,9 +94,11 @@ SUBPACKAGES = {
         "ServerConfig",
         "ServerSettings",
         "create_app",
+        "create_chat",
         "default_config",
         "load_config",
         "parse_config",
+        "serve_processor",
     ],
     "transforms": [
         "CheckAudioLimits",

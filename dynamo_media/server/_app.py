@@ -29,16 +29,17 @@ from dynamo_media.server._chat import RETRY_AFTER_S, ChatCompletions, error_resp
 from dynamo_media.server._metrics import Metrics
 from dynamo_media.server._settings import ServerConfig
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "create_chat"]
 
 
-def create_app(config: ServerConfig, backend: Backend, pool: RegistrationPool) -> FastAPI:
-    """The frontend application.
+def create_chat(config: ServerConfig, backend: Backend, pool: RegistrationPool) -> ChatCompletions:
+    """The chat path that the frontend and ``dynamo-media processor`` share: a preprocessor
+    (with the cache that ``cache_bytes`` asks for), its metrics, and ``backend``, which reports
+    its events to the metrics. The caller closes ``chat.preprocessor`` and the backend.
 
     Args:
         config: fetcher, decoder and server settings.
-        backend: where chat requests go (``HttpBackend(url, ...)`` for the reference backend);
-            the app owns it and closes it on shutdown.
+        backend: where chat requests go.
         pool: the NIXL registration pool that items are registered in.
     """
     settings = config.settings
@@ -53,6 +54,20 @@ def create_app(config: ServerConfig, backend: Backend, pool: RegistrationPool) -
     )
     metrics = Metrics(pool.stats, cache.stats if cache else None)
     backend.add_event_hook(metrics.backend_event)
+    return ChatCompletions(preprocessor, backend, metrics, settings)
+
+
+def create_app(config: ServerConfig, backend: Backend, pool: RegistrationPool) -> FastAPI:
+    """The frontend application.
+
+    Args:
+        config: fetcher, decoder and server settings.
+        backend: where chat requests go (``HttpBackend(url, ...)`` for the reference backend);
+            the app owns it and closes it on shutdown.
+        pool: the NIXL registration pool that items are registered in.
+    """
+    chat = create_chat(config, backend, pool)
+    preprocessor, metrics, cache = chat.preprocessor, chat.metrics, chat.preprocessor.cache
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -64,7 +79,6 @@ def create_app(config: ServerConfig, backend: Backend, pool: RegistrationPool) -
     app.state.pool = pool
     app.state.cache = cache
     app.state.metrics = metrics
-    chat = ChatCompletions(preprocessor, backend, metrics, settings)
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:

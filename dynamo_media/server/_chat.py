@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import time
@@ -34,7 +35,7 @@ from dynamo_media.server._backend import Answer, Backend, Chunks
 from dynamo_media.server._metrics import Metrics
 from dynamo_media.server._settings import ServerSettings
 
-__all__ = ["RETRY_AFTER_S", "ChatCompletions", "error_response"]
+__all__ = ["RETRY_AFTER_S", "ChatCompletions", "Forwarded", "error_response"]
 
 log = logging.getLogger("dynamo_media.server")
 
@@ -45,6 +46,29 @@ def error_response(exc: MediaError) -> JSONResponse:
     """The answer for ``exc``: its status, OpenAI's error body, and ``Retry-After`` on 503."""
     headers = {"Retry-After": RETRY_AFTER_S} if exc.status == 503 else None
     return JSONResponse(error_body(exc), status_code=exc.status, headers=headers)
+
+
+@dataclasses.dataclass(frozen=True)
+class Forwarded:
+    """A request on its way back: the backend's answer or chunks, and what it holds.
+
+    Attributes:
+        answer: the backend's whole answer, or its chunks.
+        result: the preprocessed media whose registrations the answer holds; ``None`` for a
+            text-only request.
+        modality: the request's media kind for the metrics (``"image"``, ``"mixed"``, ...).
+        sent: when the request went to the backend (``time.perf_counter()``).
+    """
+
+    answer: Answer | Chunks
+    result: PreprocessResult | None
+    modality: str
+    sent: float
+
+    def release(self) -> None:
+        """Releases the request's registrations (idempotent)."""
+        if self.result is not None:
+            self.result.release()
 
 
 class _Slots:
@@ -74,6 +98,10 @@ class ChatCompletions:
         backend: where the preprocessed request goes.
         metrics: the frontend's metrics.
         settings: ``max_concurrent_requests`` and ``queue_timeout_ms`` apply here.
+
+    Attributes:
+        preprocessor: as given; whoever built this closes it.
+        metrics: as given.
     """
 
     def __init__(
@@ -83,25 +111,51 @@ class ChatCompletions:
         metrics: Metrics,
         settings: ServerSettings,
     ) -> None:
-        self._preprocessor = preprocessor
+        self.preprocessor = preprocessor
+        self.metrics = metrics
         self._backend = backend
-        self._metrics = metrics
         self._slots = _Slots(settings.max_concurrent_requests, settings.queue_timeout_ms / 1000)
 
     async def __call__(self, request: Request) -> Response:
         """Answers one request: the backend's answer or stream, or an error in OpenAI's shape."""
+        try:
+            body = await _json_body(request)
+        except MediaError as exc:
+            self._failed(exc, "none")
+            return error_response(exc)
+        try:
+            forwarded = await self.forward(body)
+        except MediaError as exc:
+            return error_response(exc)
+        return self._respond(forwarded)
+
+    async def forward(self, body: dict[str, Any]) -> Forwarded:
+        """Preprocesses a request's media (in a slot) and sends it to the backend: the path of
+        every chat request, whichever server took it (this frontend, or ``dynamo-media
+        processor`` behind ``dynamo.frontend``).
+
+        Args:
+            body: an OpenAI chat request (``messages``, optional ``media_io_kwargs``).
+
+        Returns:
+            The backend's answer or chunks, with the registrations the caller releases once the
+            answer is complete (``Forwarded.release``).
+
+        Raises:
+            MediaError: the request, an item or the backend failed; the request's registrations
+                are released and the error is counted.
+        """
         start = time.perf_counter()
         result: PreprocessResult | None = None
         modality = "none"
         try:
-            body = await _json_body(request)
-            prepared = self._preprocessor.prepare(body)
+            prepared = self.preprocessor.prepare(body)
             kinds = list(dict.fromkeys(item.modality for item in prepared.items))
             modality = kinds[0] if len(kinds) == 1 else ("mixed" if kinds else "none")
             if kinds:
                 result = prepared
                 async with self._slots.hold():
-                    await self._preprocessor.run(result)
+                    await self.preprocessor.run(result)
                 self._record(result)
             sent = time.perf_counter()
             answer = await self._backend.chat(_payload(body, result))
@@ -109,23 +163,24 @@ class ChatCompletions:
             if result is not None:
                 result.release()
             self._failed(exc, modality)
-            return error_response(exc)
+            raise
         seconds = time.perf_counter() - start
-        self._metrics.request_seconds.labels("media" if result else "text").observe(seconds)
+        self.metrics.request_seconds.labels("media" if result else "text").observe(seconds)
         log.info(json.dumps(_log_line(result, seconds, modality)))
-        return self._respond(answer, result, modality, sent)
+        return Forwarded(answer, result, modality, sent)
 
-    def _respond(
-        self, answer: Answer | Chunks, result: PreprocessResult | None, modality: str, sent: float
-    ) -> Response:
+    def _respond(self, forwarded: Forwarded) -> Response:
+        answer, result = forwarded.answer, forwarded.result
         if not isinstance(answer, Answer):
-            relay = self._relay(answer, result, modality, sent)
+            relay = self._relay(answer, result, forwarded.modality, forwarded.sent)
             return StreamingResponse(relay, media_type="text/event-stream")
-        self._metrics.first_chunk_seconds.labels("whole").observe(time.perf_counter() - sent)
+        self.metrics.first_chunk_seconds.labels("whole").observe(
+            time.perf_counter() - forwarded.sent
+        )
         if result is not None:
             result.release()
         for item in answer.body.get("dynamo_media", {}).get("items", []):
-            transfer = self._metrics.stage_seconds.labels("transfer", item["modality"])
+            transfer = self.metrics.stage_seconds.labels("transfer", item["modality"])
             transfer.observe(item["read_seconds"])
         return JSONResponse(answer.body, status_code=answer.status)
 
@@ -139,7 +194,7 @@ class ChatCompletions:
         try:
             async for chunk in chunks:
                 if first:
-                    first_chunk = self._metrics.first_chunk_seconds.labels("stream")
+                    first_chunk = self.metrics.first_chunk_seconds.labels("stream")
                     first_chunk.observe(time.perf_counter() - sent)
                     first = False
                 yield sse_event(chunk)
@@ -153,11 +208,11 @@ class ChatCompletions:
                 result.release()
 
     def _failed(self, exc: MediaError, modality: str) -> None:
-        self._metrics.errors.labels(type(exc).__name__, modality).inc()
+        self.metrics.errors.labels(type(exc).__name__, modality).inc()
         log.info(json.dumps({"event": "error", "status": exc.status, "error": str(exc)}))
 
     def _record(self, result: PreprocessResult) -> None:
-        metrics = self._metrics
+        metrics = self.metrics
         for item in result.items:
             for stage, seconds in item.timings.items():
                 metrics.stage_seconds.labels(stage, item.modality).observe(seconds)
