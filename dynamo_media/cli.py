@@ -27,7 +27,9 @@ if TYPE_CHECKING:
     import uvicorn
 
     from dynamo_media.backend import Respond
-    from dynamo_media.server import Backend
+    from dynamo_media.nixl import RegistrationPool
+    from dynamo_media.server import Backend, DynamoBackend, ServerSettings
+    from dynamo_media.server._dynamo_backend import Route
 
 __all__ = ["main"]
 
@@ -133,8 +135,7 @@ async def _run_frontend(server: uvicorn.Server, backend: Backend, min_instances:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from dynamo_media.nixl import RegistrationPool
-    from dynamo_media.server import DynamoBackend, HttpBackend, create_app, load_config
+    from dynamo_media.server import HttpBackend, create_app, load_config
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -153,23 +154,11 @@ def _serve(args: argparse.Namespace) -> int:
                 stack.enter_context(
                     _dynamo_workers(args.workers, settings.model, args.endpoint, kind_args)
                 )
-            backend = DynamoBackend(
-                args.endpoint,
-                model=settings.model,
-                **_dynamo_env(),
-                route=args.route,
-                connect_timeout_ms=args.connect_timeout_ms,
-                first_chunk_timeout_ms=args.first_chunk_timeout_ms,
-                idle_timeout_ms=args.idle_timeout_ms,
-            )
+            backend = _dynamo_backend(args, args.endpoint, settings.model, route=args.route)
         else:
             url = args.backend or stack.enter_context(_backend_process(settings.model, kind_args))
             backend = HttpBackend(url, timeout_ms=settings.backend_timeout_ms)
-        pool = RegistrationPool(
-            capacity_bytes=settings.pool_capacity_bytes,
-            device=settings.device,
-            wait_ms=settings.queue_timeout_ms,
-        )
+        pool = _registration_pool(settings)
         stack.callback(pool.close)
         app = create_app(config, backend, pool)
         # On SIGTERM uvicorn stops listening at once, lets the requests in flight finish for up
@@ -227,26 +216,14 @@ def _worker(args: argparse.Namespace) -> int:
 
 
 def _processor(args: argparse.Namespace) -> int:
-    from dynamo_media.nixl import RegistrationPool
-    from dynamo_media.server import DynamoBackend, create_chat, load_config, serve_processor
+    from dynamo_media.server import create_chat, load_config, serve_processor
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     config = load_config(args.config, preset=args.preset)
     settings = config.settings
     env = _dynamo_env()
-    backend = DynamoBackend(
-        args.worker_endpoint,
-        model=settings.model,
-        **env,
-        connect_timeout_ms=args.connect_timeout_ms,
-        first_chunk_timeout_ms=args.first_chunk_timeout_ms,
-        idle_timeout_ms=args.idle_timeout_ms,
-    )
-    pool = RegistrationPool(
-        capacity_bytes=settings.pool_capacity_bytes,
-        device=settings.device,
-        wait_ms=settings.queue_timeout_ms,
-    )
+    backend = _dynamo_backend(args, args.worker_endpoint, settings.model)
+    pool = _registration_pool(settings)
     chat = create_chat(config, backend, pool)
 
     async def run() -> None:
@@ -275,6 +252,34 @@ def _add_kind(parser: argparse.ArgumentParser, flag: str) -> None:
         default="echo",
         help="echo: describe what arrived; torch: run the preset's HF processor and a tiny "
         "model of its family (needs --preset and the backend extra) (default: echo)",
+    )
+
+
+def _dynamo_backend(
+    args: argparse.Namespace, endpoint: str, model: str, route: Route = "round_robin"
+) -> DynamoBackend:
+    """The runtime client for ``endpoint``'s workers, with the command's timeouts."""
+    from dynamo_media.server import DynamoBackend
+
+    return DynamoBackend(
+        endpoint,
+        model=model,
+        **_dynamo_env(),
+        route=route,
+        connect_timeout_ms=args.connect_timeout_ms,
+        first_chunk_timeout_ms=args.first_chunk_timeout_ms,
+        idle_timeout_ms=args.idle_timeout_ms,
+    )
+
+
+def _registration_pool(settings: ServerSettings) -> RegistrationPool:
+    """The frontend's NIXL registration pool, sized by the server settings."""
+    from dynamo_media.nixl import RegistrationPool
+
+    return RegistrationPool(
+        capacity_bytes=settings.pool_capacity_bytes,
+        device=settings.device,
+        wait_ms=settings.queue_timeout_ms,
     )
 
 
