@@ -10,19 +10,25 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# The peak is VmHWM after ``clear_refs`` reset it to the RSS before ``body``: the process's
+# lifetime peak (ru_maxrss) would hide a body that stays under the peak of importing torch.
 _PROLOGUE = """
-import json, resource, sys
+import json, sys
 sys.path.insert(0, {root!r})
-def peak_mib():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def status_mib(key):
+    with open("/proc/self/status") as status:
+        line = next(line for line in status if line.startswith(key + ":"))
+    return int(line.split()[1]) / 1024
 {setup}
-before = peak_mib()
+with open("/proc/self/clear_refs", "w") as clear:
+    clear.write("5")
+before = status_mib("VmRSS")
 error = None
 try:
 {body}
 except Exception as exc:
     error = f"{{type(exc).__name__}}: {{exc}}"
-print(json.dumps({{"peak_delta_mib": peak_mib() - before, "error": error}}))
+print(json.dumps({{"peak_delta_mib": status_mib("VmHWM") - before, "error": error}}))
 """
 
 

@@ -62,7 +62,7 @@ def test_sampled_non_reference_frames_are_kept(name: str) -> None:
     indices = list(range(1, total, 2))  # half of them sit on frames nothing references
     thinned = thin(data, indices, total, 320 * 240)
     assert thinned is not None
-    got = VideoDecoder(thinned.data, seek_mode="exact").get_frames_at(thinned.indices)
+    got = VideoDecoder(thinned.open(), seek_mode="exact").get_frames_at(thinned.indices)
     assert torch.equal(got.data, whole_stream(data, indices)[0])
 
 
@@ -167,5 +167,5 @@ def test_any_sample_gives_the_whole_streams_frames(kind: str) -> None:
         )
         thinned = thin(data, indices, total, 10**9)
         if thinned is not None:
-            got = VideoDecoder(thinned.data, seek_mode="exact").get_frames_at(thinned.indices)
+            got = VideoDecoder(thinned.open(), seek_mode="exact").get_frames_at(thinned.indices)
             assert torch.equal(got.data, frames) and torch.equal(got.pts_seconds, pts)

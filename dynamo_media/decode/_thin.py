@@ -31,9 +31,11 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import io
 import itertools
 import struct
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 __all__ = ["Thinned", "thin"]
 
@@ -48,19 +50,58 @@ _H264_HARMLESS = {6, 9, 12}  # SEI, access unit delimiter, filler data
 _HEVC_HARMLESS = {35, 38, 39, 40}  # AUD, filler data, prefix and suffix SEI
 
 
+class _Spliced(io.RawIOBase):
+    """A read-only file over byte strings laid end to end, none of them copied."""
+
+    def __init__(self, parts: Sequence[memoryview]) -> None:
+        super().__init__()
+        self._parts = parts
+        self._starts = list(itertools.accumulate((len(p) for p in parts), initial=0))
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._starts[-1]}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def readinto(self, buffer: Any) -> int:
+        out, n = memoryview(buffer).cast("B"), 0
+        while n < len(out) and self._pos < self._starts[-1]:
+            k = bisect.bisect_right(self._starts, self._pos) - 1
+            at = self._pos - self._starts[k]
+            take = min(len(out) - n, len(self._parts[k]) - at)
+            out[n : n + take] = self._parts[k][at : at + take]
+            n, self._pos = n + take, self._pos + take
+        return n
+
+
 @dataclasses.dataclass(frozen=True)
 class Thinned:
-    """An MP4 without the unneeded frames.
+    """An MP4 without the unneeded frames: the original bytes with its ``moov`` box renamed
+    ``free``, and the rebuilt ``moov`` after them (nothing of the original copied).
 
     Attributes:
-        data: the rewritten file.
+        parts: the pieces of the file, in order.
         indices: the sampled frames' indices in it, in the order asked for.
         dropped: how many frames were left out.
     """
 
-    data: bytes
+    parts: tuple[memoryview, ...]
     indices: list[int]
     dropped: int
+
+    def open(self) -> io.RawIOBase:
+        """The thinned file, to read from the start."""
+        return _Spliced(self.parts)
 
 
 class _Unsupported(Exception):
@@ -340,15 +381,13 @@ def thin(data: bytes, indices: list[int], total_frames: int, pixels: int) -> Thi
     keep = [s for s in range(total_frames) if s not in unneeded]
     new_stbl = _stbl(data, track, keep)
     new_moov = _rebuilt(data, moov_body, moov_end, track.stbl[0], new_stbl)
-    thinned = b"".join(
-        (
-            data[: moov + 4],
-            b"free",
-            data[moov + 8 :],
-            struct.pack(">I", 8 + len(new_moov)),
-            b"moov",
-            new_moov,
-        )
+    view = memoryview(data)
+    moov_header = struct.pack(">I", 8 + len(new_moov)) + b"moov"
+    parts = (
+        view[: moov + 4],
+        memoryview(b"free"),
+        view[moov + 8 :],
+        memoryview(moov_header + new_moov),
     )
     rank = {sample: i for i, sample in enumerate(sorted(keep, key=pts.__getitem__))}
-    return Thinned(thinned, [rank[order[i]] for i in indices], total_frames - len(keep))
+    return Thinned(parts, [rank[order[i]] for i in indices], total_frames - len(keep))

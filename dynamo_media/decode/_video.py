@@ -32,6 +32,7 @@ and sparse samples alike, so that is what ``decode_video`` asks for.
 from __future__ import annotations
 
 import dataclasses
+import io
 import math
 import os
 from collections.abc import Sequence
@@ -115,7 +116,7 @@ def _frames_to_decode(indices: list[int], key_frames: list[int]) -> int:
 
 
 def _decoder(
-    data: bytes, width: int, height: int, *, resize: bool, device: str = "cpu"
+    data: bytes | io.RawIOBase, width: int, height: int, *, resize: bool, device: str = "cpu"
 ) -> VideoDecoder:
     """An exact-mode decoder (Note [video probe]), scaling to ``width x height`` if ``resize``."""
     return VideoDecoder(
@@ -261,7 +262,7 @@ def _thinned_frames(
     resize = (probe.out_width, probe.out_height) != (probe.width, probe.height)
     try:
         decoder = _decoder(
-            thinned.data, probe.out_width, probe.out_height, resize=resize, device=device
+            thinned.open(), probe.out_width, probe.out_height, resize=resize, device=device
         )
         batch = decoder.get_frames_at(thinned.indices)
     except Exception:  # Note [hostile bytes]; the full stream decides what fails
