@@ -17,7 +17,7 @@ import time
 
 from benchmarks._common import RESULTS, ROOT, machine
 
-BENCHMARKS = ["images", "video", "audio", "fetch", "nixl", "server", "processor"]
+BENCHMARKS = ["images", "video", "audio", "fetch", "nixl", "spill", "server", "processor"]
 
 
 def plot(name: str, markdown: str) -> None:

@@ -33,6 +33,19 @@ A request holds the entries it uses until it ends (``CachedMedia.release``); an 
 only when nobody holds it. When the unheld entries cannot make room for a new one, the new
 one is served but not stored: the cache's bytes never pass ``capacity_bytes``.
 
+# Note [memory tiers]
+Entries live on the device that decoded them: VRAM for ``device="cuda"``, DRAM otherwise. With a
+``cache_dir``, an unheld CPU entry that must leave DRAM for room is written to a file
+(``SpillDir``, Note [spill files]) instead of being dropped, on the cache's one spill thread,
+after the request that needed the room has its entry; the victim's tensor lives until its
+write ends. A request for a key that is in a file and not in DRAM reads it back on the same
+thread (single flight, as a decode) and stores it in DRAM again (which may spill others); the
+file is deleted once read. The read counts as a hit and a restore; a file that is gone, cut or
+changed counts as a miss and a lost spill, and the item decodes. VRAM entries are not spilled
+(GDS would write them without the DRAM bounce; not built: they are dropped as before), nor are
+entries that decode again faster than they read back: the cache times each decode (the wait for
+a decode thread included) and keeps the time with the entry (Note [spill crossover]).
+
 Concurrent requests for an item not yet cached decode it once: the first decodes and the others
 wait for it (single flight). A decode that fails is not stored; its ``MediaError`` (a property of
 the bytes and options) goes to the waiters too, and after any other failure (the first request
@@ -47,17 +60,27 @@ import concurrent.futures
 import copy
 import dataclasses
 import threading
+import time
 import weakref
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from dynamo_media._errors import MediaError
 from dynamo_media._media import DecodedMedia, EncodedMedia, hash_with, serialise_options
 from dynamo_media._options import Options, format_bytes
+from dynamo_media._spill import SpillDir
 
-__all__ = ["DEFAULT_CACHE_BYTES", "CachedMedia", "MediaCache", "cache_key"]
+__all__ = [
+    "DEFAULT_CACHE_BYTES",
+    "DEFAULT_CACHE_DIR_BYTES",
+    "CachedMedia",
+    "MediaCache",
+    "cache_key",
+]
 
 DEFAULT_CACHE_BYTES = 512 << 20
+DEFAULT_CACHE_DIR_BYTES = 4 << 30
 
 
 def cache_key(modality: str, media: EncodedMedia, options: Options, *, device: str) -> str:
@@ -111,6 +134,7 @@ def _nbytes(media: DecodedMedia) -> int:
 class _Entry:
     media: DecodedMedia
     nbytes: int
+    decode_seconds: float
     refs: int = 0
     stored: bool = False
 
@@ -145,17 +169,27 @@ class CachedMedia:
 
 class MediaCache:
     """Decoded media shared between requests, bounded by bytes (Notes [cache key],
-    [cache sharing]).
+    [cache sharing], [memory tiers]).
 
     Args:
-        capacity_bytes: the most bytes of decoded tensors kept. Default: 512 MiB.
+        capacity_bytes: the most bytes of decoded tensors kept in memory. Default: 512 MiB.
+        cache_dir: where entries that leave memory are written, in a fresh private directory
+            per run (Note [spill files]). Default: ``None`` (they are dropped).
+        cache_dir_bytes: the most bytes of those files. Default: 4 GiB.
 
     Raises:
-        ValueError: ``capacity_bytes`` is not a positive integer (a server with ``cache_bytes``
-            0 makes no cache).
+        ValueError: ``capacity_bytes`` or ``cache_dir_bytes`` is not a positive integer (a
+            server with ``cache_bytes`` 0 makes no cache).
+        OSError: ``cache_dir`` cannot be made or written.
     """
 
-    def __init__(self, capacity_bytes: int = DEFAULT_CACHE_BYTES) -> None:
+    def __init__(
+        self,
+        capacity_bytes: int = DEFAULT_CACHE_BYTES,
+        *,
+        cache_dir: str | Path | None = None,
+        cache_dir_bytes: int = DEFAULT_CACHE_DIR_BYTES,
+    ) -> None:
         if isinstance(capacity_bytes, bool) or not isinstance(capacity_bytes, int):
             raise TypeError(f"capacity_bytes must be an int, got {type(capacity_bytes).__name__}")
         if capacity_bytes <= 0:
@@ -167,6 +201,11 @@ class MediaCache:
         self._flights: dict[str, concurrent.futures.Future[_Entry | None]] = {}
         self._bytes = 0
         self._hits = self._misses = self._evictions = 0
+        self._spills = self._restores = self._lost = 0
+        self._closed = False
+        self._disk = None if cache_dir is None else SpillDir(cache_dir, cache_dir_bytes)
+        # One thread writes and reads the files (Note [memory tiers]).
+        self._io = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="dynamo-media-spill")
 
     async def get(self, key: str, decode: Callable[[], Awaitable[DecodedMedia]]) -> CachedMedia:
         """The item under ``key``, held for the caller: cached, decoded by a concurrent caller,
@@ -195,23 +234,44 @@ class MediaCache:
                     # Running: a waiter that is cancelled cannot cancel the others' future.
                     flight.set_running_or_notify_cancel()
                     self._flights[key] = flight
-                    self._misses += 1
                     break
             decoded = await asyncio.wrap_future(flight)
             if decoded is not None:
                 with self._lock:
                     self._hits += 1
                     return self._hold(decoded, hit=True)
-        return await self._decode(key, flight, decode)
+        return await self._fill(key, flight, decode)
 
-    async def _decode(
+    async def _restore_or_decode(
+        self, key: str, decode: Callable[[], Awaitable[DecodedMedia]]
+    ) -> tuple[DecodedMedia, float, bool]:
+        """The entry read back from its file, else decoded; what decoding it took; and whether
+        it was read back."""
+        disk = self._disk
+        restored = None
+        if disk is not None and key in disk:
+            loop = asyncio.get_running_loop()
+            restored = await loop.run_in_executor(self._io, disk.take, key)
+            with self._lock:
+                self._restores += restored is not None
+                self._lost += restored is None
+        with self._lock:
+            self._hits += restored is not None
+            self._misses += restored is None
+        if restored is not None:
+            return (*restored, True)
+        start = time.perf_counter()
+        media = await decode()
+        return media, time.perf_counter() - start, False
+
+    async def _fill(
         self,
         key: str,
         flight: concurrent.futures.Future[_Entry | None],
         decode: Callable[[], Awaitable[DecodedMedia]],
     ) -> CachedMedia:
         try:
-            media = await decode()
+            media, decode_seconds, hit = await self._restore_or_decode(key, decode)
         except BaseException as exc:
             with self._lock:
                 del self._flights[key]
@@ -220,16 +280,17 @@ class MediaCache:
             else:
                 flight.set_result(None)
             raise
-        entry = _Entry(media, _nbytes(media))
+        entry = _Entry(media, _nbytes(media), decode_seconds)
         with self._lock:
             del self._flights[key]
             self._store(key, entry)
-            held = self._hold(entry, hit=False)
+            held = self._hold(entry, hit=hit)
         flight.set_result(entry)
         return held
 
     def _store(self, key: str, entry: _Entry) -> None:
-        """Stores the entry if the unheld entries can make room, evicting the oldest first."""
+        """Stores the entry if the unheld entries can make room, evicting the oldest first
+        (to a file, when the cache has a directory: Note [memory tiers])."""
         if self._bytes + entry.nbytes > self.capacity_bytes:  # only then walk the entries
             unheld = sum(e.nbytes for e in self._entries.values() if e.refs == 0)
             if self._bytes - unheld + entry.nbytes > self.capacity_bytes:
@@ -240,9 +301,16 @@ class MediaCache:
                 if old.refs == 0:
                     self._evict(old_key, old)
                     self._evictions += 1
+                    if self._disk is not None and not self._closed:
+                        self._io.submit(self._spill, self._disk, old_key, old)
         entry.stored = True
         self._entries[key] = entry
         self._bytes += entry.nbytes
+
+    def _spill(self, disk: SpillDir, key: str, entry: _Entry) -> None:
+        if disk.put(key, entry.media, decode_seconds=entry.decode_seconds):
+            with self._lock:
+                self._spills += 1
 
     def _evict(self, key: str, entry: _Entry) -> None:
         del self._entries[key]
@@ -265,12 +333,25 @@ class MediaCache:
                 if entry.refs == 0:
                     self._evict(key, entry)
 
-    def stats(self) -> dict[str, Any]:
-        """Capacity, bytes and entries kept, entries held, and hits, misses and evictions so far.
+    def close(self) -> None:
+        """Drops every unheld entry, waits for the file writes under way, and deletes the
+        cache's directory (Note [spill files]); the cache keeps nothing in files after this."""
+        with self._lock:
+            self._closed = True
+        self._io.shutdown(wait=True)
+        self.clear()
+        if self._disk is not None:
+            self._disk.close()
 
-        A hit is a request served without decoding (a concurrent caller's decode included); a
-        miss is a decode the cache ran.
+    def stats(self) -> dict[str, Any]:
+        """Capacity, bytes and entries kept in memory, entries held; hits, misses and
+        evictions so far; and the file tier's bytes and entries now, spills, restores and lost
+        spills (a file gone or changed) so far (zeros without a ``cache_dir``).
+
+        A hit is a request served without decoding (a concurrent caller's decode and a file
+        read back included); a miss is a decode the cache ran.
         """
+        disk = self._disk.stats() if self._disk is not None else {"bytes": 0, "entries": 0}
         with self._lock:
             return {
                 "capacity_bytes": self.capacity_bytes,
@@ -280,6 +361,11 @@ class MediaCache:
                 "hits": self._hits,
                 "misses": self._misses,
                 "evictions": self._evictions,
+                "disk_bytes": disk["bytes"],
+                "disk_entries": disk["entries"],
+                "spills": self._spills,
+                "restores": self._restores,
+                "lost_spills": self._lost,
             }
 
     def __repr__(self) -> str:

@@ -181,9 +181,23 @@ class TooManyRedirects(FetchError):
 
 
 class LimitExceeded(MediaError):
-    """Decoding would pass a configured limit; raised before the memory is allocated."""
+    """Decoding would pass a configured limit; raised before the memory is allocated.
+
+    Args:
+        message: what would pass which limit, and how to stay under it.
+        limit: the limit's name, as configured (``"max_alloc"``, ``"max_video_width"``,
+            ``"max_duration_seconds"``, ``"pool_capacity_bytes"``, ...).
+        param: see ``MediaError``.
+
+    Attributes:
+        limit: the limit's name; the server counts refusals by it.
+    """
 
     status = 400
+
+    def __init__(self, message: str, *, limit: str, param: str | None = None) -> None:
+        super().__init__(message, param=param)
+        self.limit = limit
 
 
 class DecodeError(MediaError):

@@ -1,4 +1,5 @@
-"""The ``dynamo-media`` command: ``serve``, ``backend``, ``worker``, ``processor``, ``decode``."""
+"""The ``dynamo-media`` command: ``serve``, ``backend``, ``worker``, ``processor``, ``decode``,
+``stats``."""
 
 from __future__ import annotations
 
@@ -330,6 +331,24 @@ def _decode(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stats(args: argparse.Namespace) -> int:
+    import httpx
+
+    from dynamo_media.server._stats import summarize
+
+    url = (
+        args.url if args.url.rstrip("/").endswith("/metrics") else f"{args.url.rstrip('/')}/metrics"
+    )
+    try:
+        answer = httpx.get(url, timeout=args.timeout_ms / 1000)
+        answer.raise_for_status()
+    except httpx.HTTPError as exc:
+        print(f"error: cannot read {url}: {exc}; give the frontend's URL", file=sys.stderr)
+        return 1
+    print(summarize(answer.text))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command line; returns the exit status."""
     parser = argparse.ArgumentParser(prog="dynamo-media", description=__doc__)
@@ -463,6 +482,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     decode.add_argument("--sample-rate", type=int)
     decode.add_argument("--out", help="write a contact sheet (video, image) or waveform (audio)")
     decode.set_defaults(run=_decode)
+
+    stats = commands.add_parser(
+        "stats", help="print what users send a running frontend: sizes, codecs, refusals"
+    )
+    stats.add_argument("url", help="the frontend's URL (or its /metrics URL)")
+    stats.add_argument("--timeout-ms", type=int, default=10_000)
+    stats.set_defaults(run=_stats)
 
     args = parser.parse_args(argv)
     if args.command == "serve" and args.transport == "dynamo" and args.backend:

@@ -75,6 +75,7 @@ class MediaItem:
             lookup, or the wait for a concurrent request's decode).
         fetched_bytes: size of the encoded media.
         cached: the hold on the cache entry, when a cache served or stored the item.
+        error: why the item failed (named by its place), or ``None``.
     """
 
     param: str
@@ -85,6 +86,7 @@ class MediaItem:
     timings: dict[str, float] = dataclasses.field(default_factory=dict)
     fetched_bytes: int = 0
     cached: CachedMedia | None = None
+    error: MediaError | None = None
 
     @property
     def media(self) -> DecodedMedia:
@@ -249,7 +251,8 @@ class MediaPreprocessor:
                 value = await loop.run_in_executor(self._pool, self._run_steps, steps, item, value)
             item.output = value
         except MediaError as exc:
-            raise exc.for_item(item.param) from exc.__cause__
+            item.error = exc.for_item(item.param)
+            raise item.error from exc.__cause__
 
     async def _from_cache(
         self, cache: MediaCache, key: str, item: MediaItem, steps: list[Transform], value: Any
@@ -325,7 +328,7 @@ class MediaPreprocessor:
         return result
 
     def close(self) -> None:
-        """Stops the worker threads and drops the cache's unheld entries."""
+        """Stops the worker threads and closes the cache (its files are deleted)."""
         self._pool.shutdown(wait=True)
         if self.cache is not None:
-            self.cache.clear()
+            self.cache.close()

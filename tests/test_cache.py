@@ -8,8 +8,10 @@ import gc
 import os
 import random
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -35,6 +37,7 @@ from tests.images import pillow_bytes
 from tests.media import numbered_video
 from tests.media_server import MediaServer
 from tests.nixl_peer import Peer
+from tests.serve import serving
 from tests.test_image import LOSSY, base
 from tests.test_nixl import wait_until
 
@@ -91,13 +94,13 @@ class ReadingBackend(Backend):
 
 @contextlib.contextmanager
 def frontend(
-    pool: RegistrationPool, peer: Peer, *, cache_bytes: int = 64 * MiB
+    pool: RegistrationPool, peer: Peer, *, cache_bytes: int = 64 * MiB, **server: Any
 ) -> Iterator[tuple[TestClient, ReadingBackend]]:
     config = parse_config(
         {
             "fetcher": FETCHER,
             "decoder": {"image": {}, "video": {"fps": 2.0}},
-            "server": {"cache_bytes": cache_bytes},
+            "server": {"cache_bytes": cache_bytes, **server},
         }
     )
     backend = ReadingBackend(peer)
@@ -154,6 +157,12 @@ class TestCacheThroughTheApp:
                 "hits": 2,
                 "misses": 1,
                 "evictions": 0,
+                # no cache_dir: the file tier is off
+                "disk_bytes": 0,
+                "disk_entries": 0,
+                "spills": 0,
+                "restores": 0,
+                "lost_spills": 0,
             }
             text = client.get("/metrics").text
             assert "dynamo_media_cache_hits_total 2.0" in text
@@ -236,6 +245,100 @@ class TestCacheThroughTheApp:
             assert "dynamo_media_cache" not in client.get("/metrics").text
             assert client.get("/health").json()["cache"] is None
             assert len(set(sha256s(backend))) == 1
+
+
+VIDEO_BYTES = 4 * 3 * 240 * 320  # a 2 s test clip at 2 fps, decoded
+
+
+def cache_of(client: TestClient) -> MediaCache:
+    return client.app.state.cache  # type: ignore[attr-defined,no-any-return]
+
+
+def spilled(client: TestClient, n: int) -> bool:
+    """Waits until the cache has written ``n`` entries to files (its spill thread)."""
+    return wait_until(lambda: cache_of(client).stats()["spills"] == n)
+
+
+def clips() -> dict[str, bytes]:
+    """Three 2 s test clips that decode slower than they read back (Note [spill crossover])."""
+    vp9 = ["-c:v", "libvpx-vp9", "-cpu-used", "8"]
+    return {
+        "a.mp4": numbered_video("h264.mp4").read_bytes(),
+        "b.webm": numbered_video("v.webm", codec=vp9).read_bytes(),
+        "c.mp4": numbered_video("h264.mp4", fps=20).read_bytes(),
+    }
+
+
+class TestFileTier:
+    """Note [memory tiers]: DRAM room for one entry, the rest go to files under cache_dir."""
+
+    def test_a_spilled_entry_comes_back_and_a_backend_reads_it(
+        self, server: MediaServer, pool: RegistrationPool, peer: Peer, tmp_path: Path
+    ) -> None:
+        data = clips()
+        a, b = (url_of(server, name, data[name], "video/mp4") for name in ("a.mp4", "b.webm"))
+        # THWC: the decoder's own contiguous frames, registered in place when read back.
+        thwc = {"layout": "THWC"}
+        with frontend(
+            pool, peer, cache_bytes=VIDEO_BYTES * 3 // 2, cache_dir=str(tmp_path)
+        ) as (client, backend):  # fmt: skip
+            chat(client, part(a, "video_url"), video=thwc)
+            chat(client, part(b, "video_url"), video=thwc)  # a leaves DRAM: a file
+            assert spilled(client, 1)
+            chat(client, part(a, "video_url"), video=thwc)  # read back; b goes to a file
+            assert spilled(client, 2)
+            assert decodes(client, "video") == 2
+            s = cache_of(client).stats()
+            assert (s["hits"], s["misses"], s["restores"], s["lost_spills"]) == (1, 2, 1, 0)
+            assert (s["entries"], s["disk_entries"], s["disk_bytes"]) == (1, 1, VIDEO_BYTES)
+            expected = [
+                tensor_sha256(decode_video(data[name], fps=2.0, layout="THWC").tensor)
+                for name in ("a.mp4", "b.webm", "a.mp4")
+            ]
+            assert sha256s(backend) == expected
+            assert backend.descriptors[2]["lease"]["guard_bytes"] == 0  # zero-copy
+            text = client.get("/metrics").text
+            assert "dynamo_media_cache_restores_total 1.0" in text
+            assert "dynamo_media_cache_spills_total 2.0" in text
+            assert f"dynamo_media_cache_dir_bytes {float(VIDEO_BYTES)}" in text
+        assert list(tmp_path.iterdir()) == []  # the app's shutdown deleted its directory
+
+    def test_a_corrupted_file_is_a_miss(
+        self, server: MediaServer, pool: RegistrationPool, peer: Peer, tmp_path: Path
+    ) -> None:
+        data = clips()
+        a, b = (url_of(server, name, data[name], "video/mp4") for name in ("a.mp4", "b.webm"))
+        with frontend(
+            pool, peer, cache_bytes=VIDEO_BYTES * 3 // 2, cache_dir=str(tmp_path)
+        ) as (client, backend):  # fmt: skip
+            chat(client, part(a, "video_url"))
+            chat(client, part(b, "video_url"))
+            assert spilled(client, 1)
+            (file,) = tmp_path.glob("*/*.bin")
+            damaged = bytearray(file.read_bytes())
+            damaged[1000] ^= 0xFF
+            file.write_bytes(damaged)
+            chat(client, part(a, "video_url"))  # answered: decoded again
+            assert decodes(client, "video") == 3
+            s = cache_of(client).stats()
+            assert (s["hits"], s["misses"], s["restores"], s["lost_spills"]) == (0, 3, 0, 1)
+            expected = tensor_sha256(decode_video(data["a.mp4"], fps=2.0).tensor)
+            assert sha256s(backend)[2] == expected
+
+    def test_shutdown_leaves_no_file(self, tmp_path: Path) -> None:
+        """``dynamo-media serve`` as a process, stopped with SIGTERM."""
+        config = {"server": {"cache_bytes": VIDEO_BYTES * 3 // 2, "cache_dir": str(tmp_path)}}
+        with serving(config, quiet=True) as url:
+            for clip in clips().values():
+                video = "data:video/mp4;base64," + base64.b64encode(clip).decode()
+                content = [{"type": "video_url", "video_url": {"url": video}}]
+                body = {"model": "m", "messages": [{"role": "user", "content": content}]}
+                assert httpx.post(f"{url}/v1/chat/completions", json=body).status_code == 200
+            assert wait_until(
+                lambda: httpx.get(f"{url}/health").json()["cache"]["disk_entries"] == 2
+            )
+            assert len(list(tmp_path.glob("*/*.bin"))) == 2
+        assert list(tmp_path.iterdir()) == []
 
 
 def image_request(url: str, **options: Any) -> dict[str, Any]:

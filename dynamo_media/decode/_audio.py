@@ -79,14 +79,16 @@ def _check(seconds: float, probe: AudioProbe, limits: AudioLimits, what: str) ->
     if seconds > limits.max_duration_seconds:
         raise LimitExceeded(
             f"audio {what} {seconds:.1f} s, over limits.max_duration_seconds "
-            f"({limits.max_duration_seconds} s); send a shorter clip or set stop_seconds"
+            f"({limits.max_duration_seconds} s); send a shorter clip or set stop_seconds",
+            limit="max_duration_seconds",
         )
     if need > limits.max_alloc:
         raise LimitExceeded(
             f"audio {what} {seconds:.1f} s of {probe.num_channels} channel(s) at "
             f"{probe.sample_rate} Hz, {format_bytes(need)} of float32, over limits.max_alloc "
             f"({format_bytes(limits.max_alloc)}); lower sample_rate or num_channels, or decode "
-            "less"
+            "less",
+            limit="max_alloc",
         )
 
 

@@ -59,19 +59,22 @@ def check_image_limits(info: ImageInfo, *, mode: str = "RGB", limits: ImageLimit
     if info.width > limits.max_image_width:
         raise LimitExceeded(
             f"image is {size}, wider than limits.max_image_width ({limits.max_image_width}); "
-            "send a smaller image"
+            "send a smaller image",
+            limit="max_image_width",
         )
     if info.height > limits.max_image_height:
         raise LimitExceeded(
             f"image is {size}, taller than limits.max_image_height "
-            f"({limits.max_image_height}); send a smaller image"
+            f"({limits.max_image_height}); send a smaller image",
+            limit="max_image_height",
         )
     channels = 4 if mode == "RGBA" else 3
     need = info.width * info.height * channels
     if need > limits.max_alloc:
         raise LimitExceeded(
             f"image of {size} {mode} needs {format_bytes(need)}, over limits.max_alloc "
-            f"({format_bytes(limits.max_alloc)}); send a smaller image"
+            f"({format_bytes(limits.max_alloc)}); send a smaller image",
+            limit="max_alloc",
         )
 
 

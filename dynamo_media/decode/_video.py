@@ -182,13 +182,15 @@ def probe_video(
     if width > limits.max_video_width or height > limits.max_video_height:
         raise LimitExceeded(
             f"video is {width}x{height}, over limits.max_video_width x max_video_height "
-            f"({limits.max_video_width}x{limits.max_video_height}); send a smaller video"
+            f"({limits.max_video_width}x{limits.max_video_height}); send a smaller video",
+            limit="max_video_width" if width > limits.max_video_width else "max_video_height",
         )
     max_seconds = limits.max_duration_seconds
     declared = header.duration_seconds_from_header
     if max_seconds is not None and declared is not None and declared > max_seconds:
         raise LimitExceeded(
-            f"video lasts {declared:.1f} s, over limits.max_duration_seconds ({max_seconds} s)"
+            f"video lasts {declared:.1f} s, over limits.max_duration_seconds ({max_seconds} s)",
+            limit="max_duration_seconds",
         )
     out_width, out_height = _fit(width, height, max_pixels)
     resize = (out_width, out_height) != (width, height)
@@ -202,7 +204,8 @@ def probe_video(
     duration = (meta.end_stream_seconds or 0.0) - (meta.begin_stream_seconds or 0.0)
     if max_seconds is not None and duration > max_seconds:
         raise LimitExceeded(
-            f"video lasts {duration:.1f} s, over limits.max_duration_seconds ({max_seconds} s)"
+            f"video lasts {duration:.1f} s, over limits.max_duration_seconds ({max_seconds} s)",
+            limit="max_duration_seconds",
         )
     pts = None
     if start_seconds is not None or end_seconds is not None:
@@ -233,7 +236,8 @@ def probe_video(
         raise LimitExceeded(
             f"{len(chosen)} frames of {out_width}x{out_height} RGB need {format_bytes(need)}, "
             f"over limits.max_alloc ({format_bytes(limits.max_alloc)}); lower fps, num_frames, "
-            "max_frames or max_pixels"
+            "max_frames or max_pixels",
+            limit="max_alloc",
         )
     return VideoProbe(
         codec=header.codec or "unknown",

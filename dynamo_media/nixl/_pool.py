@@ -257,7 +257,8 @@ class RegistrationPool:
         if budget > self.capacity:
             raise LimitExceeded(
                 f"an item of {format_bytes(nbytes)} is larger than the NIXL registration pool "
-                f"({format_bytes(self.capacity)}); raise the pool's capacity or the item's limits"
+                f"({format_bytes(self.capacity)}); raise the pool's capacity or the item's limits",
+                limit="pool_capacity_bytes",
             )
         deadline = time.monotonic() + (self.wait_ms if wait_ms is None else wait_ms) / 1000
         with self._cond:

@@ -43,7 +43,13 @@ def create_chat(config: ServerConfig, backend: Backend, pool: RegistrationPool) 
         pool: the NIXL registration pool that items are registered in.
     """
     settings = config.settings
-    cache = MediaCache(settings.cache_bytes) if settings.cache_bytes else None
+    cache = None
+    if settings.cache_bytes:
+        cache = MediaCache(
+            settings.cache_bytes,
+            cache_dir=settings.cache_dir,
+            cache_dir_bytes=settings.cache_dir_bytes,
+        )
     preprocessor = MediaPreprocessor(
         config.decoder,
         config.fetcher,

@@ -154,8 +154,12 @@ class ChatCompletions:
             modality = kinds[0] if len(kinds) == 1 else ("mixed" if kinds else "none")
             if kinds:
                 result = prepared
-                async with self._slots.hold():
-                    await self.preprocessor.run(result)
+                try:
+                    async with self._slots.hold():
+                        await self.preprocessor.run(result)
+                finally:  # what was sent counts whether it was served or refused
+                    for item in result.items:
+                        self.metrics.inputs.observe(item)
                 self._record(result)
             sent = time.perf_counter()
             answer = await self._backend.chat(_payload(body, result))

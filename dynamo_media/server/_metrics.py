@@ -4,6 +4,9 @@ The backend hop: ``dynamo_media_backend_first_chunk_seconds`` is measured by the
 every transport (from sending to the first message: a whole answer, or a stream's first chunk,
 failovers included); the per-worker counts and failovers come from the transport's
 ``BackendEvent``s, so only a transport with several workers (Dynamo) has them.
+
+What users send (sizes, resolutions, durations, codecs, refusals by limit) is ``InputMetrics``
+in ``_inputs.py``.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from dynamo_media.server._backend import BackendEvent
+from dynamo_media.server._inputs import InputMetrics
 
 __all__ = ["Metrics"]
 
@@ -55,6 +59,25 @@ class _CacheCollector(Collector):
         yield GaugeMetricFamily(
             "dynamo_media_cache_entries", "Items the cache keeps now", s["entries"]
         )
+        # The file tier (Note [memory tiers] in _cache.py); zeros without a cache_dir.
+        yield CounterMetricFamily(
+            "dynamo_media_cache_spills", "Cache entries written to cache_dir", s["spills"]
+        )
+        yield CounterMetricFamily(
+            "dynamo_media_cache_restores",
+            "Cache hits read back from cache_dir (counted in the hits too)",
+            s["restores"],
+        )
+        yield CounterMetricFamily(
+            "dynamo_media_cache_lost_spills",
+            "Files in cache_dir found gone or changed when read (a miss; decoded again)",
+            s["lost_spills"],
+        )
+        yield GaugeMetricFamily(
+            "dynamo_media_cache_dir_bytes",
+            "Bytes the cache keeps in cache_dir now",
+            s["disk_bytes"],
+        )
 
 
 class Metrics:
@@ -64,6 +87,9 @@ class Metrics:
         pool_stats: returns the registration pool's ``stats()``, read at scrape time.
         cache_stats: returns the decoded-media cache's ``stats()``, read at scrape time;
             ``None`` when the server has no cache (no cache metrics).
+
+    Attributes:
+        inputs: the distributions of what users send (``InputMetrics``).
     """
 
     def __init__(
@@ -104,6 +130,7 @@ class Metrics:
         self.errors = Counter(
             "dynamo_media_errors", "Errors by type and modality", ["type", "modality"], registry=r
         )
+        self.inputs = InputMetrics(r)
         self.first_chunk_seconds = Histogram(
             "dynamo_media_backend_first_chunk_seconds",
             "Seconds from sending a request to the backend to its first message (a whole "

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from dynamo_media._cache import DEFAULT_CACHE_BYTES
+from dynamo_media._cache import DEFAULT_CACHE_BYTES, DEFAULT_CACHE_DIR_BYTES
 from dynamo_media._decoder import MediaDecoder
 from dynamo_media._errors import InvalidOptions
 from dynamo_media._options import Options
@@ -47,6 +47,10 @@ class ServerSettings(Options):
         cache_bytes: decoded media kept between requests, keyed by the fetched bytes and the
             options (Note [cache key] in ``_cache.py``), least recently used out first; ``0``
             turns the cache off. Default: 512 MiB.
+        cache_dir: where entries that leave ``cache_bytes`` are written rather than dropped,
+            in a fresh private directory per run, deleted at shutdown (Note [spill files] in
+            ``_spill.py``). Default: ``None`` (dropped).
+        cache_dir_bytes: the most bytes written under ``cache_dir``. Default: 4 GiB.
     """
 
     model: str = "dynamo-media-echo"
@@ -57,6 +61,8 @@ class ServerSettings(Options):
     device: str = "cpu"
     backend_timeout_ms: int = 600_000
     cache_bytes: int = dataclasses.field(default=DEFAULT_CACHE_BYTES, metadata={"min": 0})
+    cache_dir: str | None = None
+    cache_dir_bytes: int = DEFAULT_CACHE_DIR_BYTES
 
 
 def default_config() -> dict[str, Any]:
