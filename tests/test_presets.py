@@ -71,6 +71,15 @@ def test_a_request_still_overrides_the_preset() -> None:
     assert (request.num_frames, request.fps, request.sampling) == (6, None, "qwen2_vl")
 
 
+def test_served_images_default_to_hwc_and_a_config_keeps_its_own() -> None:
+    # Note [served image layout]: what Dynamo's backends read; the library's default stays CHW.
+    assert parse_config({}).decoder.options("image").layout == "HWC"
+    assert parse_config({}, preset="qwen2_5_vl").decoder.options("image").layout == "HWC"
+    assert parse_config({"decoder": {"image": {}}}).decoder.options("image").layout == "CHW"
+    served = parse_config({}).decoder.options("image", {"layout": "CHW"})
+    assert served.layout == "CHW"  # a request still chooses
+
+
 def test_num_frames_preset_replaces_the_default_fps() -> None:
     assert default_config()["decoder"]["video"]["fps"] == 2.0
     options: VideoOptions = parse_config({}, preset="llava_onevision").decoder.options("video")
