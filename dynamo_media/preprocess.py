@@ -134,6 +134,19 @@ class PreprocessResult:
         for item in self.items:
             item.release()
 
+    def defer_early_free(self) -> None:
+        """Keeps the registrations when a backend reads them, until ``allow_early_free``: the
+        request may still go to another backend (Note [early free] in nixl/_pool.py)."""
+        for item in self.items:
+            if isinstance(item.output, RegisteredMedia):
+                item.output.region.defer_early_free()
+
+    def allow_early_free(self) -> None:
+        """The backend answered: registrations it read are freed now, the others when read."""
+        for item in self.items:
+            if isinstance(item.output, RegisteredMedia):
+                item.output.region.allow_early_free()
+
 
 def _part_url(part: Mapping[str, Any], kind: str, param: str) -> str:
     value = part.get(kind)

@@ -96,6 +96,19 @@ class TestTwoProcesses:
         assert registered.released
         registered.release()  # the request's own release is then a no-op
 
+    def test_deferred_early_free_keeps_the_lease_for_another_reader(
+        self, peer: Peer, pool: RegistrationPool
+    ) -> None:
+        """A request that may fail over keeps what a backend read (Note [early free])."""
+        registered = register_media(decode_image(LOSSY["jpeg"]()), pool)
+        registered.region.defer_early_free()
+        assert "error" not in peer.read(registered.descriptor)
+        assert wait_until(lambda: registered.region.read)  # the notification came, and waits
+        assert not registered.released
+        assert "error" not in peer.read(registered.descriptor)  # the next backend reads it too
+        registered.region.allow_early_free()
+        assert registered.released and pool.lent_regions == 0
+
     def test_released_region_is_an_error_not_garbage(
         self, peer: Peer, pool: RegistrationPool
     ) -> None:

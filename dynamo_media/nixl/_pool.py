@@ -56,6 +56,12 @@ releases those leases at once, so a lease returns to the pool as soon as the bac
 bytes, not only when the whole request ends. Lease ids are unique in the process, not only in a
 pool: two pools on one agent (tests, benchmarks) share its notifications, and a pool ignores ids
 it did not lend (that lease then frees when released).
+
+A request that may still go to another backend (a worker that read its items and died before
+answering: Note [failover] in server/_dynamo_backend.py) must keep them: while a lease's early
+free is deferred (``Region.defer_early_free``), a notification only marks it read, and
+``Region.allow_early_free`` frees it then, once the answer has started. Found by the load test:
+a failed-over request read a lease the dead worker's notification had freed (a 502).
 """
 
 from __future__ import annotations
@@ -138,6 +144,8 @@ class Region:
         self.data = data
         self.handle: Any = None  # the in-place registration of a zero-copy lease
         self.released = False
+        self.early_free = True  # a backend's notification releases it (Note [early free])
+        self.read = False  # a notification came while early free was deferred
 
     @property
     def addr(self) -> int:
@@ -157,6 +165,18 @@ class Region:
     def release(self) -> None:
         """Returns the lease to the pool; a second call does nothing."""
         self.pool.release(self)
+
+    def defer_early_free(self) -> None:
+        """Keeps the lease when a backend says it read it, until ``allow_early_free``."""
+        with self.pool._cond:
+            self.early_free = False
+
+    def allow_early_free(self) -> None:
+        """Frees the lease on a backend's notification again, and now if one came meanwhile."""
+        with self.pool._cond:
+            self.early_free, read = True, self.read
+        if read:
+            self.release()
 
     def __repr__(self) -> str:
         state = "released" if self.released else "lent"
@@ -341,6 +361,9 @@ class RegistrationPool:
         """Releases a region by lease id (a backend's notification); whether it was lent."""
         with self._cond:
             region = self._lent.get(lease_id)
+            if region is not None and not region.early_free:
+                region.read = True  # Note [early free]: freed when allowed again
+                return False
         if region is None:
             return False
         region.release()

@@ -162,7 +162,11 @@ class ChatCompletions:
                         self.metrics.inputs.observe(item)
                 self._record(result)
             sent = time.perf_counter()
+            if result is not None:
+                result.defer_early_free()  # until a backend answers: it may fail over
             answer = await self._backend.chat(_payload(body, result))
+            if result is not None:
+                result.allow_early_free()
         except MediaError as exc:
             if result is not None:
                 result.release()
