@@ -49,9 +49,19 @@ CONCURRENCY = 16
 REQUESTS = 200
 DEADLINE_MS = 2000  # first chunk and stream idleness, for the frozen worker
 HANG_S = 60  # a request still open after this long has hung
-SERVE_ARGS = ["--transport", "dynamo", "--workers", "2",
-              "--first-chunk-timeout-ms", str(DEADLINE_MS),
-              "--idle-timeout-ms", str(DEADLINE_MS)]  # fmt: skip
+
+
+def serve_args(deadline_ms: int) -> list[str]:
+    """``serve`` with 2 workers and this first-chunk and idle deadline."""
+    return ["--transport", "dynamo", "--workers", "2",
+            "--first-chunk-timeout-ms", str(deadline_ms),
+            "--idle-timeout-ms", str(deadline_ms)]  # fmt: skip
+
+
+# Where a worker is killed, not frozen, a live worker loaded by 16 requests on 2 cores must not
+# meet a deadline (it missed 2 s once, under a busy machine): a request to the dead one fails over
+# long before this.
+KILL_DEADLINE_MS = 20_000
 
 
 @dataclasses.dataclass(frozen=True, repr=False)
@@ -233,7 +243,7 @@ class TestWorkerKilledUnderLoad:
         """One of 2 workers is SIGKILLed after a fifth of the load: the requests it held before
         their first chunk, and those routed to it while discovery still lists it, fail over.
         Then SIGTERM to ``serve`` (alone, not its group) stops the frontend and the survivor."""
-        with serving_process(CONFIG, args=SERVE_ARGS) as (proc, url):
+        with serving_process(CONFIG, args=serve_args(KILL_DEADLINE_MS)) as (proc, url):
             with openai_client(url) as client:
                 victim, survivor = sorted({worker_pid(client) for _ in range(2)})
             outcomes: list[Outcome] = []
@@ -273,7 +283,7 @@ class TestWorkerFrozenUnderLoad:
         answers 504 (or, for a stream it had begun, an error event) once the deadline passes;
         the rest is answered."""
         n = 80
-        with serving_process(CONFIG, args=SERVE_ARGS) as (_, url):
+        with serving_process(CONFIG, args=serve_args(DEADLINE_MS)) as (_, url):
             with openai_client(url) as client:
                 frozen = worker_pid(client)
             outcomes: list[Outcome] = []
@@ -316,7 +326,7 @@ class TestWorkerJoinsUnderLoad:
         for key, value in dynamo_env(discovery).items():
             monkeypatch.setenv(key, value)
         whole = [r for r in mixed if not r.stream]
-        args = [*SERVE_ARGS[:3], "0"]
+        args = [*serve_args(DEADLINE_MS)[:3], "0"]
         outcomes: list[Outcome] = []
         with (
             worker_process("dynamo_media.cli", "worker"),
