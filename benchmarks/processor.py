@@ -28,7 +28,9 @@ PROMPT = "describe this"
 
 
 def _item(media: DecodedMedia) -> ReadItem:
-    return ReadItem(media.modality, media.tensor, dict(media.metadata), {})
+    return ReadItem(
+        f"{media.modality}_url[0]", media.modality, media.tensor, dict(media.metadata), {}
+    )
 
 
 def case(

@@ -195,3 +195,14 @@ def test_wrong_audio_rate_is_refused_naming_the_fix(
     assert response.status_code == 400
     message = response.json()["error"]["message"]
     assert "audio_url[0]" in message and "8000 Hz" in message and '"sample_rate": 16000' in message
+
+
+def test_an_item_the_family_does_not_take_is_named_by_its_own_key(
+    backends: dict[str, str], pool: RegistrationPool
+) -> None:
+    image = decode_image(picture().read_bytes())
+    audio = decode_audio(speech().read_bytes(), sample_rate=16000, num_channels=1)
+    response = ask(backends["qwen2_5_vl"], pool, {"image_url": [image], "audio_url": [audio]})
+    assert response.status_code == 400
+    message = response.json()["error"]["message"]
+    assert message.startswith("audio_url[0]: preset"), message  # not audio_url[1]

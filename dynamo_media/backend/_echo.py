@@ -36,9 +36,11 @@ _WORDS_PER_CHUNK = 8
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class ReadItem:
-    """One item as a backend read it: the tensor, its modality and metadata, and the facts the
-    answer reports (``item``: modality, shape, dtype, sha256, read_seconds, frames_indices)."""
+    """One item as a backend read it: where it sits (``where``: ``video_url[0]``, counted per
+    key), the tensor, its modality and metadata, and the facts the answer reports (``item``:
+    modality, shape, dtype, sha256, read_seconds, frames_indices)."""
 
+    where: str
     modality: Modality
     tensor: torch.Tensor
     metadata: dict[str, Any]
@@ -48,7 +50,7 @@ class ReadItem:
         return f"ReadItem({self.modality}, shape={list(self.tensor.shape)})"
 
 
-def _read_one(key: str, descriptor: dict[str, Any], device: str) -> ReadItem:
+def _read_one(key: str, index: int, descriptor: dict[str, Any], device: str) -> ReadItem:
     lower_thread_priority()  # reading and hashing must not starve the event loop
     start = time.perf_counter()
     tensor = read(descriptor, device=device)
@@ -64,7 +66,7 @@ def _read_one(key: str, descriptor: dict[str, Any], device: str) -> ReadItem:
     }
     if "frames_indices" in meta:
         item["frames_indices"] = meta["frames_indices"]
-    return ReadItem(modality, tensor, meta, item)
+    return ReadItem(f"{key}[{index}]", modality, tensor, meta, item)
 
 
 async def read_items(
@@ -85,7 +87,7 @@ async def read_items(
             )
         for index, descriptor in enumerate(descriptors):
             try:
-                items.append(await run_in_threadpool(_read_one, key, descriptor, device))
+                items.append(await run_in_threadpool(_read_one, key, index, descriptor, device))
             except ValueError as exc:
                 raise InvalidOptions(f"multi_modal_data.{key}[{index}]: {exc}") from exc
     return items

@@ -162,12 +162,11 @@ class TorchBackend:
         videos: list[torch.Tensor] = []
         metadata: list[VideoMetadata] = []
         audios: list[Any] = []
-        for index, item in enumerate(items):
-            where = f"{item.modality}_url[{index}]"
+        for item in items:
             if item.modality not in family.placeholders:
                 takes = ", ".join(family.placeholders)
                 raise InvalidOptions(
-                    f"{where}: preset {name!r} takes {takes} only; send those, or serve a "
+                    f"{item.where}: preset {name!r} takes {takes} only; send those, or serve a "
                     f"preset for {item.modality}"
                 )
             layout = item.metadata.get("layout")
@@ -178,9 +177,9 @@ class TorchBackend:
                 try:
                     metadata.append(video_metadata(item))
                 except InvalidOptions as exc:
-                    raise InvalidOptions(f"{where}: {exc}") from exc
+                    raise InvalidOptions(f"{item.where}: {exc}") from exc
             else:
-                audios.append(self._mono(where, item))
+                audios.append(self._mono(item))
         if not family.takes_text:
             rate = family.processor.sampling_rate
             return family.processor(audios, sampling_rate=rate, return_tensors="pt")
@@ -194,13 +193,13 @@ class TorchBackend:
             **self.preset.processor_call,
         )
 
-    def _mono(self, where: str, item: ReadItem) -> Any:
+    def _mono(self, item: ReadItem) -> Any:
         want = self.family.processor.sampling_rate
         rate, channels = item.metadata.get("sample_rate"), item.metadata.get("num_channels")
         if rate != want or channels != 1:
             raise InvalidOptions(
-                f"{where}: {channels} channel(s) at {rate} Hz, but the {self.preset.name} feature "
-                f"extractor takes mono at {want} Hz; set media_io_kwargs.audio to "
+                f"{item.where}: {channels} channel(s) at {rate} Hz, but the {self.preset.name} "
+                f"feature extractor takes mono at {want} Hz; set media_io_kwargs.audio to "
                 f'{{"sample_rate": {want}, "num_channels": 1}} (serve --preset '
                 f"{self.preset.name} does)"
             )
