@@ -16,7 +16,15 @@ from fastapi.testclient import TestClient
 
 from dynamo_media import BackendNotReady, BackendTimeout, BackendUnavailable
 from dynamo_media.nixl import RegistrationPool
-from dynamo_media.server import Answer, Backend, Chunks, HttpBackend, create_app, parse_config
+from dynamo_media.server import (
+    Answer,
+    Backend,
+    Chunks,
+    HttpBackend,
+    create_app,
+    create_chat,
+    parse_config,
+)
 from tests.test_image import LOSSY
 
 MODEL = "fake"
@@ -164,6 +172,40 @@ class TestBackendSeam:
         assert json.loads(first.removeprefix("data: ")) == CHUNK
         assert json.loads(error.removeprefix("data: "))["error"]["code"] == "BackendUnavailable"
         assert pool.stats()["lent"] == 0
+
+
+class HangingBackend(FakeBackend):
+    """Records the payload, then never answers."""
+
+    async def chat(self, payload: dict[str, Any]) -> Answer | Chunks:
+        self.payloads.append(payload)
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+def test_a_request_cancelled_while_the_backend_answers_releases_everything(
+    pool: RegistrationPool,
+) -> None:
+    """The runtime cancels a processor's request, uvicorn a frontend's at its drain deadline:
+    what the request registered goes back, the leases a backend read included."""
+    backend = HangingBackend(pool)
+    chat = create_chat(parse_config({"decoder": {"image": {}}}), backend, pool)
+    body = {"model": MODEL, "messages": [{"role": "user", "content": [image_part()]}]}
+
+    async def cancel_while_answering() -> None:
+        task = asyncio.create_task(chat.forward(body))
+        while not backend.payloads:
+            await asyncio.sleep(0.01)
+        assert pool.stats()["lent"] == 1
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    try:
+        asyncio.run(cancel_while_answering())
+    finally:
+        chat.preprocessor.close()
+    assert pool.stats()["lent"] == 0
 
 
 class TestReadiness:

@@ -167,10 +167,11 @@ class ChatCompletions:
             answer = await self._backend.chat(_payload(body, result))
             if result is not None:
                 result.allow_early_free()
-        except MediaError as exc:
+        except BaseException as exc:  # a failure, or the request cancelled: nothing is kept
             if result is not None:
                 result.release()
-            self._failed(exc, modality)
+            if isinstance(exc, MediaError):
+                self._failed(exc, modality)
             raise
         seconds = time.perf_counter() - start
         self.metrics.request_seconds.labels("media" if result else "text").observe(seconds)
