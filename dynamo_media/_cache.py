@@ -334,11 +334,12 @@ class MediaCache:
                     self._evict(key, entry)
 
     def close(self) -> None:
-        """Drops every unheld entry, waits for the file writes under way, and deletes the
-        cache's directory (Note [spill files]); the cache keeps nothing in files after this."""
+        """Drops every unheld entry, waits for the file writes under way (queued ones are not
+        started: their files would be deleted next), and deletes the cache's directory
+        (Note [spill files]); the cache keeps nothing in files after this."""
         with self._lock:
             self._closed = True
-        self._io.shutdown(wait=True)
+        self._io.shutdown(wait=True, cancel_futures=True)
         self.clear()
         if self._disk is not None:
             self._disk.close()

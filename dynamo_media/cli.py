@@ -128,9 +128,12 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
 async def _run_frontend(server: uvicorn.Server, backend: Backend, min_instances: int) -> None:
     from dynamo_media.server import DynamoBackend
 
-    if isinstance(backend, DynamoBackend):  # its runtime lives on this loop
-        await backend.connect(min_instances=min_instances)
-    await server.serve()
+    try:
+        if isinstance(backend, DynamoBackend):  # its runtime lives on this loop
+            await backend.connect(min_instances=min_instances)
+        await server.serve()
+    finally:  # the app's lifespan closes it too, but not when connecting failed
+        await backend.aclose()
 
 
 def _serve(args: argparse.Namespace) -> int:
