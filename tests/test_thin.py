@@ -169,3 +169,19 @@ def test_any_sample_gives_the_whole_streams_frames(kind: str) -> None:
         if thinned is not None:
             got = VideoDecoder(thinned.open(), seek_mode="exact").get_frames_at(thinned.indices)
             assert torch.equal(got.data, frames) and torch.equal(got.pts_seconds, pts)
+
+
+def test_junk_after_the_sample_tables_declines_not_500() -> None:
+    """4 stray bytes at the end of the video ``trak`` (FFmpeg reads the file): the rewrite
+    walks boxes the table parse never reached, and must decline there too."""
+    data = bytearray(clip("h264.mp4"))
+    moov = data.index(b"moov") - 4
+    trak = data.index(b"trak", moov) - 4
+    trak_end = trak + int.from_bytes(data[trak : trak + 4], "big")
+    data[trak_end:trak_end] = b"\0\0\0\x09"  # a box header that runs past its parent
+    for at in (moov, trak):
+        data[at : at + 4] = (int.from_bytes(data[at : at + 4], "big") + 4).to_bytes(4, "big")
+    data = bytes(data)
+    assert thin(data, [0, 100, 199], 200, 10**9) is None
+    out = decode_video(data, num_frames=3)
+    assert torch.equal(out.tensor, whole_stream(data, out.metadata["frames_indices"])[0])

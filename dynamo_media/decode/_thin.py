@@ -369,14 +369,20 @@ def thin(data: bytes, indices: list[int], total_frames: int, pixels: int) -> Thi
     if data[4:8] not in (b"ftyp", b"moov", b"free", b"wide", b"mdat"):
         return None
     try:
-        top = list(_boxes(data, 0, len(data)))
-        moovs = [(box, body, end) for kind, box, body, end in top if kind == b"moov"]
-        if len(moovs) != 1 or any(kind == b"moof" for kind, *_ in top):
-            return None
-        moov, moov_body, moov_end = moovs[0]
-        track = _track(data, _video_stbl(data, (moov_body, moov_end)), total_frames)
-    except _Unsupported:
+        return _thin(data, indices, total_frames, pixels)
+    except (_Unsupported, struct.error):  # struct: a table whose sums overflow its fields
         return None
+
+
+def _thin(data: bytes, indices: list[int], total_frames: int, pixels: int) -> Thinned | None:
+    """``thin``, raising ``_Unsupported`` wherever the file is not one it rewrites: the
+    rewrite walks boxes the table parse did not reach (those after ``stbl``, say)."""
+    top = list(_boxes(data, 0, len(data)))
+    moovs = [(box, body, end) for kind, box, body, end in top if kind == b"moov"]
+    if len(moovs) != 1 or any(kind == b"moof" for kind, *_ in top):
+        return None
+    moov, moov_body, moov_end = moovs[0]
+    track = _track(data, _video_stbl(data, (moov_body, moov_end)), total_frames)
     pts = [d + c for d, c in zip(track.dts, track.cts, strict=True)]
     order = sorted(range(total_frames), key=pts.__getitem__)  # presentation index -> sample
     sampled = {order[i] for i in indices}
