@@ -216,6 +216,19 @@ class TestRiffHeaderSizes:
         wav[data + 4 : data + 8] = b"\xff\xff\xff\xff"  # as FFmpeg writes to a pipe
         assert decode_audio(bytes(wav)).metadata["duration_seconds"] == pytest.approx(0.4, 0.05)
 
+    def test_lists_nested_as_deep_as_an_attacker_likes(self) -> None:
+        """1,500 ``LIST`` chunks one inside the other (18 KB): the walk is a loop, not a
+        recursion, so this is a WAV like any other, not a RecursionError (a 500)."""
+        wav = bytearray(ffmpeg(*RIFF_BOMBS["wav"]).read_bytes())
+        nested = b""
+        for _ in range(1500):
+            nested = b"LIST" + (4 + len(nested)).to_bytes(4, "little") + b"INFO" + nested
+        data = wav.index(b"data")
+        wav[data:data] = nested
+        wav[4:8] = (len(wav) - 8).to_bytes(4, "little")
+        with contextlib.suppress(MediaError):  # FFmpeg may refuse the tags; nothing else
+            decode_audio(bytes(wav))
+
 
 # What the harness found on main before issue #13 (python -m tests.fuzz --seed 777 --formats
 # tiff,gif,mp4,webm,mkv,mov,avi), regenerated from (seed, mutation seed): each was a raw exception

@@ -19,22 +19,32 @@ _STREAMED = {b"data", b"movi", b"idx1", b"ix00", b"ix01", b"AVIX"}
 
 
 def _walk(data: bytes, start: int, end: int) -> None:
+    """Every chunk of ``data[start:end]``, lists entered in place; a stack, not recursion: lists
+    nest as deep as an attacker likes."""
+    resume: list[tuple[int, int]] = []  # where each enclosing list goes on
     i = start
-    while i + 8 <= end:
-        kind, size = data[i : i + 4], int.from_bytes(data[i + 4 : i + 8], "little")
-        is_list = kind in (b"LIST", b"RIFF")
-        name = data[i + 8 : i + 12] if is_list else kind
-        if name in _STREAMED:
-            return  # the media itself: it may run past the end, and nothing we check follows
-        if i + 8 + size > len(data):
-            raise DecodeError(
-                f"corrupt {data[8:12].decode('latin-1').strip()} file: its "
-                f"{name.decode('latin-1')!r} chunk claims {size} bytes at byte {i}, but only "
-                f"{len(data) - i - 8} follow"
-            )
-        if is_list:
-            _walk(data, i + 12, i + 8 + size)
-        i += 8 + size + (size & 1)
+    while True:
+        while i + 8 <= end:
+            kind, size = data[i : i + 4], int.from_bytes(data[i + 4 : i + 8], "little")
+            is_list = kind in (b"LIST", b"RIFF")
+            name = data[i + 8 : i + 12] if is_list else kind
+            if name in _STREAMED:
+                break  # the media itself: it may run past the end, and nothing we check follows
+            if i + 8 + size > len(data):
+                raise DecodeError(
+                    f"corrupt {data[8:12].decode('latin-1').strip()} file: its "
+                    f"{name.decode('latin-1')!r} chunk claims {size} bytes at byte {i}, but "
+                    f"only {len(data) - i - 8} follow"
+                )
+            after = i + 8 + size + (size & 1)
+            if is_list:
+                resume.append((after, end))
+                i, end = i + 12, i + 8 + size
+            else:
+                i = after
+        if not resume:
+            return
+        i, end = resume.pop()
 
 
 def check_riff(data: bytes) -> None:
