@@ -14,7 +14,14 @@ from typing import Any
 
 import torch
 
-__all__ = ["NixlAgent", "NixlTransferError", "decode_metadata", "encode_metadata", "get_agent"]
+__all__ = [
+    "NixlAgent",
+    "NixlTransferError",
+    "decode_metadata",
+    "encode_metadata",
+    "get_agent",
+    "run_transfer",
+]
 
 _TRANSFER_TIMEOUT_S = 30.0
 
@@ -33,6 +40,29 @@ def decode_metadata(text: str) -> bytes:
     if text.startswith("b64:"):
         return zlib.decompress(base64.b64decode(text[4:]))
     return base64.b64decode(text)
+
+
+def run_transfer(
+    agent: Any,
+    op: str,
+    local: Any,
+    remote: Any,
+    peer: str,
+    notification: bytes = b"",
+    timeout_s: float = _TRANSFER_TIMEOUT_S,
+) -> str:
+    """Runs one transfer on a raw NIXL ``agent`` and waits for it, yielding the GIL, for at most
+    ``timeout_s``; releases its handle and returns its last state (``"DONE"`` when it worked)."""
+    handle = agent.initialize_xfer(op, local, remote, peer, notification)
+    try:
+        state = agent.transfer(handle)
+        deadline = time.monotonic() + timeout_s
+        while state == "PROC" and time.monotonic() < deadline:
+            time.sleep(0)  # let other threads (an event loop) have the GIL
+            state = agent.check_xfer_state(handle)
+        return str(state)
+    finally:
+        agent.release_xfer_handle(handle)
 
 
 def _import_nixl() -> Any:
@@ -128,19 +158,9 @@ class NixlAgent:
             name = self._remote(remote_metadata)
             local_descs = self._agent.get_xfer_descs(local)
             remote_descs = self._agent.get_xfer_descs([remote], mem_type)
-            handle = self._agent.initialize_xfer(
-                "READ", local_descs, remote_descs, name, notification
-            )
-            try:
-                state = self._agent.transfer(handle)
-                deadline = time.monotonic() + _TRANSFER_TIMEOUT_S
-                while state == "PROC" and time.monotonic() < deadline:
-                    time.sleep(0)  # let other threads (an event loop) have the GIL
-                    state = self._agent.check_xfer_state(handle)
-                if state != "DONE":
-                    raise NixlTransferError(f"NIXL READ from {name} ended in state {state}")
-            finally:
-                self._agent.release_xfer_handle(handle)
+            state = run_transfer(self._agent, "READ", local_descs, remote_descs, name, notification)
+        if state != "DONE":
+            raise NixlTransferError(f"NIXL READ from {name} ended in state {state}")
 
     def notifications(self) -> list[bytes]:
         """The notifications received since the last call, from every remote agent."""

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 import uuid
 from typing import Literal
 
 import torch
 
-from dynamo_media.nixl._agent import NixlTransferError, _import_nixl
+from dynamo_media.nixl._agent import NixlTransferError, _import_nixl, run_transfer
 
 __all__ = ["FileAgent"]
 
@@ -60,22 +59,19 @@ class FileAgent:
         with self._lock:
             try:
                 mem = self._agent.register_memory(buffer)
-                disk = self._agent.register_memory([(0, size, fd, "")], "FILE")
+                try:
+                    disk = self._agent.register_memory([(0, size, fd, "")], "FILE")
+                except Exception:
+                    self._agent.deregister_memory(mem)
+                    raise
             except Exception as exc:
                 raise NixlTransferError(f"NIXL POSIX registration failed: {exc}") from exc
             try:
                 local = self._agent.get_xfer_descs(buffer)
                 remote = self._agent.get_xfer_descs(file, "FILE")
-                handle = self._agent.initialize_xfer(op, local, remote, self.name)
-                try:
-                    state = self._agent.transfer(handle)
-                    deadline = time.monotonic() + _TIMEOUT_S
-                    while state == "PROC" and time.monotonic() < deadline:
-                        state = self._agent.check_xfer_state(handle)
-                finally:
-                    self._agent.release_xfer_handle(handle)
-            except NixlTransferError:
-                raise
+                state = run_transfer(
+                    self._agent, op, local, remote, self.name, timeout_s=_TIMEOUT_S
+                )
             except Exception as exc:
                 raise NixlTransferError(f"NIXL POSIX {op} failed: {exc}") from exc
             finally:
