@@ -196,6 +196,14 @@ def find_media(messages: Any) -> tuple[list[Any], list[MediaItem]]:
     return out, items
 
 
+def _release_abandoned(work: concurrent.futures.Future[Any]) -> None:
+    """Releases the registration of a decode whose request was cancelled while it ran."""
+    if not work.cancelled() and work.exception() is None:
+        result = work.result()
+        if isinstance(result, RegisteredMedia):
+            result.release()
+
+
 class MediaPreprocessor:
     """Turns OpenAI chat requests into decoded, optionally NIXL-registered, media.
 
@@ -241,6 +249,16 @@ class MediaPreprocessor:
             raise
         return value
 
+    async def _on_decode_thread(self, steps: list[Transform], item: MediaItem, value: Any) -> Any:
+        """``_run_steps`` on a decode thread. Cancelled while the thread still runs (the request
+        went away), what it registers when it ends is released: nobody will."""
+        work = self._pool.submit(self._run_steps, steps, item, value)
+        try:
+            return await asyncio.wrap_future(work)
+        except asyncio.CancelledError:
+            work.add_done_callback(_release_abandoned)
+            raise
+
     async def _process_item(self, item: MediaItem, media_io_kwargs: Mapping[str, Any]) -> None:
         try:
             options = self.decoder.options(item.modality, media_io_kwargs.get(item.modality))
@@ -260,8 +278,7 @@ class MediaPreprocessor:
                 key = cache_key(item.modality, value, options, device=self.device)
                 steps, value = await self._from_cache(self.cache, key, item, steps, value)
             if steps:
-                loop = asyncio.get_running_loop()
-                value = await loop.run_in_executor(self._pool, self._run_steps, steps, item, value)
+                value = await self._on_decode_thread(steps, item, value)
             item.output = value
         except MediaError as exc:
             item.error = exc.for_item(item.param)

@@ -14,8 +14,15 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from dynamo_media import BackendNotReady, BackendTimeout, BackendUnavailable
+from dynamo_media import (
+    BackendNotReady,
+    BackendTimeout,
+    BackendUnavailable,
+    MediaDecoder,
+    MediaFetcher,
+)
 from dynamo_media.nixl import RegistrationPool
+from dynamo_media.preprocess import MediaPreprocessor
 from dynamo_media.server import (
     Answer,
     Backend,
@@ -25,6 +32,7 @@ from dynamo_media.server import (
     create_chat,
     parse_config,
 )
+from tests.media import numbered_video
 from tests.test_image import LOSSY
 
 MODEL = "fake"
@@ -205,6 +213,32 @@ def test_a_request_cancelled_while_the_backend_answers_releases_everything(
         asyncio.run(cancel_while_answering())
     finally:
         chat.preprocessor.close()
+    assert pool.stats()["lent"] == 0
+
+
+def test_an_item_still_decoding_when_its_request_is_cancelled_is_released(
+    pool: RegistrationPool,
+) -> None:
+    """The decode thread runs on after the request is cancelled; what it registers when it
+    ends goes back to the pool, since no request holds it any more."""
+    clip = base64.b64encode(numbered_video("h264.mp4").read_bytes()).decode()
+    part = {"type": "video_url", "video_url": {"url": f"data:video/mp4;base64,{clip}"}}
+    decoder = MediaDecoder()
+    decoder.enable_video({"num_frames": 8})
+    preprocessor = MediaPreprocessor(decoder, MediaFetcher(), pool, max_workers=1)
+    result = preprocessor.prepare({"messages": [{"role": "user", "content": [part]}]})
+
+    async def cancel_while_decoding() -> None:
+        task = asyncio.create_task(preprocessor.run(result))
+        while not result.items[0].fetched_bytes:  # fetched: the decode thread has the item
+            await asyncio.sleep(0.001)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(cancel_while_decoding())
+    preprocessor.close()  # waits for the decode thread
+    assert result.items[0].output is None
     assert pool.stats()["lent"] == 0
 
 
