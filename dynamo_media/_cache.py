@@ -200,6 +200,7 @@ class MediaCache:
         # The decodes under way; the future's result is the entry, or None for "try again".
         self._flights: dict[str, concurrent.futures.Future[_Entry | None]] = {}
         self._bytes = 0
+        self._held_bytes = 0  # of the stored entries someone holds: they stay
         self._hits = self._misses = self._evictions = 0
         self._spills = self._restores = self._lost = 0
         self._closed = False
@@ -291,18 +292,22 @@ class MediaCache:
     def _store(self, key: str, entry: _Entry) -> None:
         """Stores the entry if the unheld entries can make room, evicting the oldest first
         (to a file, when the cache has a directory: Note [memory tiers])."""
-        if self._bytes + entry.nbytes > self.capacity_bytes:  # only then walk the entries
-            unheld = sum(e.nbytes for e in self._entries.values() if e.refs == 0)
-            if self._bytes - unheld + entry.nbytes > self.capacity_bytes:
+        over = self._bytes + entry.nbytes - self.capacity_bytes
+        if over > 0:  # only then walk the entries, oldest first, until the unheld make room
+            if self._held_bytes + entry.nbytes > self.capacity_bytes:
                 return
-            for old_key, old in list(self._entries.items()):
-                if self._bytes + entry.nbytes <= self.capacity_bytes:
+            victims = []
+            for old_key, old in self._entries.items():
+                if over <= 0:
                     break
                 if old.refs == 0:
-                    self._evict(old_key, old)
-                    self._evictions += 1
-                    if self._disk is not None and not self._closed:
-                        self._io.submit(self._spill, self._disk, old_key, old)
+                    victims.append((old_key, old))
+                    over -= old.nbytes
+            for old_key, old in victims:
+                self._evict(old_key, old)
+                self._evictions += 1
+                if self._disk is not None and not self._closed:
+                    self._io.submit(self._spill, self._disk, old_key, old)
         entry.stored = True
         self._entries[key] = entry
         self._bytes += entry.nbytes
@@ -318,13 +323,15 @@ class MediaCache:
         self._bytes -= entry.nbytes
 
     def _hold(self, entry: _Entry, *, hit: bool) -> CachedMedia:
-        if entry.stored:
+        if entry.stored:  # held entries are stored ones: only unheld entries are evicted
+            self._held_bytes += entry.nbytes if entry.refs == 0 else 0
             entry.refs += 1
         return CachedMedia(self, entry, hit=hit)
 
     def _unhold(self, entry: _Entry) -> None:
         with self._lock:
             entry.refs -= 1
+            self._held_bytes -= entry.nbytes if entry.refs == 0 else 0
 
     def clear(self) -> None:
         """Drops every entry nobody holds (held ones stay until released, then age out)."""
