@@ -172,6 +172,25 @@ class TestAudioLayoutSwitch:
         out = decode_audio(raw_stream(*SWITCHES[name], 2), sample_rate=16000, num_channels=1)
         assert out.tensor.shape[0] == 1 and abs(out.tensor.shape[1] - 16000) < 2048
 
+    @pytest.mark.parametrize("container", ["m4a", "mkv"])
+    def test_aac_in_a_container_is_not_judged_by_stray_adts_words(self, container: str) -> None:
+        """AAC in MP4/Matroska has no ADTS headers: bytes that merely look like ADTS frames of
+        two layouts (here in a trailing ``free`` box / Void element) refused the file."""
+
+        def adts(rate_index: int, channels: int, length: int = 16) -> bytes:
+            b2 = 0x40 | rate_index << 2 | channels >> 2  # AAC LC
+            b3, b4 = (channels & 3) << 6 | length >> 11, length >> 3 & 0xFF
+            header = bytes([0xFF, 0xF1, b2, b3, b4, (length & 7) << 5 | 0x1F, 0xFC])
+            return header + bytes(length - 7)
+
+        stray = adts(4, 2) * 2 + adts(0, 7) * 2  # 2 channels at 44.1 kHz, then 7 at 96 kHz
+        audio = ffmpeg(f"aac.{container}", "-f", "lavfi", "-i", "sine=duration=1", "-c:a", "aac")
+        box = (len(stray) + 8).to_bytes(4, "big") + b"free" + stray
+        void = b"\xec\x01" + len(stray).to_bytes(8, "big")[1:] + stray  # 8-byte size: 0x01...
+        data = audio.read_bytes() + (box if container == "m4a" else void)
+        out = decode_audio(data, sample_rate=16000, num_channels=1)
+        assert abs(out.tensor.shape[1] - 16000) < 2048
+
     def test_codec_that_can_switch_is_not_accepted(self) -> None:
         ac3 = ffmpeg("a.ac3", "-f", "lavfi", "-i", "sine=duration=1", "-c:a", "ac3")
         with pytest.raises(DecodeError, match="audio codec ac3 is not accepted"):

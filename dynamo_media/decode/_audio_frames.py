@@ -11,6 +11,10 @@ concatenated do it too, and AC-3 likewise). So:
 - for MPEG audio and AAC, every frame header in the bytes is read (a walk from header to header,
   each confirmed by the next one, resyncing past damage) before anything is decoded, and a
   stream whose channels or sample rate change is refused. The walk costs ~2% of decoding an MP3.
+- AAC in an MP4/MOV or Matroska file has no ADTS headers (its layout is the container's
+  AudioSpecificConfig), so there the walk only finds false sync words in the other bytes, and
+  refused ordinary files (3 of 40 random 20 MB buffers): it is not walked. MPEG audio frames
+  keep their headers in any container, and are walked wherever they are.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 from dynamo_media._errors import DecodeError
+from dynamo_media._sniff import sniff_format
 
 __all__ = ["check_frame_layout"]
 
@@ -25,6 +30,7 @@ __all__ = ["check_frame_layout"]
 _Parse = Callable[[bytes, int], "tuple[int, int, int] | None"]
 
 _FIXED_LAYOUT = ("pcm_", "flac", "alac", "opus", "vorbis")
+_AAC_CONFIGURED = ("mp4", "mov", "matroska")  # containers that carry AAC without ADTS headers
 
 _MPEG_RATES = {3: (44100, 48000, 32000), 2: (22050, 24000, 16000), 0: (11025, 12000, 8000)}
 _MPEG1_KBPS = {
@@ -118,6 +124,8 @@ def check_frame_layout(data: bytes, codec: str) -> None:
     if codec not in _PER_FRAME:
         accepted = ", ".join(sorted([*_PER_FRAME, "pcm", *_FIXED_LAYOUT[1:]]))
         raise DecodeError(f"audio codec {codec} is not accepted; send one of: {accepted}")
+    if codec == "aac" and sniff_format(data) in _AAC_CONFIGURED:
+        return
     parse, header = _PER_FRAME[codec]
     first: tuple[int, int] | None = None
     for offset, channels, rate in _frames(data, parse, header):
