@@ -303,11 +303,12 @@ class MediaCache:
                 if old.refs == 0:
                     victims.append((old_key, old))
                     over -= old.nbytes
+            disk = None if self._closed else self._disk
             for old_key, old in victims:
                 self._evict(old_key, old)
                 self._evictions += 1
-                if self._disk is not None and not self._closed:
-                    self._io.submit(self._spill, self._disk, old_key, old)
+                if disk is not None and disk.worth(old.media, decode_seconds=old.decode_seconds):
+                    self._io.submit(self._spill, disk, old_key, old)  # the others are freed now
         entry.stored = True
         self._entries[key] = entry
         self._bytes += entry.nbytes

@@ -161,6 +161,16 @@ class SpillDir:
         with self._lock:
             return key in self._files
 
+    def worth(self, media: DecodedMedia, *, decode_seconds: float) -> bool:
+        """Whether ``put`` would write the entry: on the CPU, within the bound, and slower to
+        decode again than to read back (Note [spill crossover])."""
+        nbytes = _storage_bytes(media.tensor).numel()
+        return (
+            media.tensor.device.type == "cpu"
+            and nbytes <= self.capacity_bytes
+            and decode_seconds > read_seconds(nbytes)
+        )
+
     def put(self, key: str, media: DecodedMedia, *, decode_seconds: float) -> bool:
         """Writes an entry's tensor to a file, deleting the oldest files for room.
 
@@ -174,15 +184,11 @@ class SpillDir:
             Whether it was written: not when decoding it again is cheaper, it is larger than the
             whole bound or not on the CPU, or the write failed (disk full, say).
         """
+        if not self.worth(media, decode_seconds=decode_seconds):
+            return False
         tensor = media.tensor
         flat = _storage_bytes(tensor)
         nbytes = flat.numel()
-        if (
-            tensor.device.type != "cpu"
-            or nbytes > self.capacity_bytes
-            or decode_seconds <= read_seconds(nbytes)
-        ):
-            return False
         with self._lock:
             if self._closed:
                 return False
