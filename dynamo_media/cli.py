@@ -94,19 +94,25 @@ def _stop(procs: list[subprocess.Popen[Any]]) -> None:
             proc.wait()
 
 
+def loopback_dynamo_env(discovery: str) -> dict[str, str]:
+    """Dynamo's environment for processes on 127.0.0.1 that find each other through file
+    discovery in the directory ``discovery``, over the tcp request plane."""
+    return {
+        "DYN_DISCOVERY_BACKEND": "file",
+        "DYN_FILE_KV": discovery,
+        "DYN_REQUEST_PLANE": "tcp",
+        "DYN_TCP_RPC_HOST": "127.0.0.1",  # where workers listen; default: the primary IP
+        "DYN_TCP_RESPONSE_STREAM_HOST": "127.0.0.1",  # where a frontend takes answers back
+    }
+
+
 @contextlib.contextmanager
 def _dynamo_workers(count: int, model: str, endpoint: str, kind_args: list[str]) -> Iterator[None]:
     """Starts ``count`` workers on 127.0.0.1, with file discovery in a fresh private directory
     (so no stale entry of an earlier run is routed to) and the tcp request plane; this process's
     runtime finds them through the same environment. The directory goes when the block ends."""
     root = tempfile.mkdtemp(prefix="dynamo-media-discovery-")  # mode 0700
-    os.environ.update(
-        DYN_DISCOVERY_BACKEND="file",
-        DYN_FILE_KV=root,
-        DYN_REQUEST_PLANE="tcp",
-        DYN_TCP_RPC_HOST="127.0.0.1",  # where workers listen; default: the primary IP
-        DYN_TCP_RESPONSE_STREAM_HOST="127.0.0.1",  # where the frontend takes answers back
-    )
+    os.environ.update(loopback_dynamo_env(root))
     os.environ.setdefault("DYN_LOG", "warn")  # else the runtime logs each request, twice
     cmd = [sys.executable, "-m", "dynamo_media.cli", "worker", "--endpoint", endpoint,
            "--model", model, *kind_args]  # fmt: skip

@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 
+from dynamo_media.cli import loopback_dynamo_env
 from tests.media import ROOT
 
 
@@ -24,14 +25,7 @@ def dynamo_env(discovery: Path) -> dict[str, str]:
     """Dynamo's environment for processes on 127.0.0.1 that find each other through file
     discovery in ``discovery``, over the tcp request plane: what ``serve --workers N`` sets for
     its own workers, for tests that start theirs (``serve --workers 0``)."""
-    return {
-        "DYN_DISCOVERY_BACKEND": "file",
-        "DYN_FILE_KV": str(discovery),
-        "DYN_REQUEST_PLANE": "tcp",
-        "DYN_TCP_RPC_HOST": "127.0.0.1",
-        "DYN_TCP_RESPONSE_STREAM_HOST": "127.0.0.1",
-        "DYN_LOG": "warn",
-    }
+    return {**loopback_dynamo_env(str(discovery)), "DYN_LOG": "warn"}
 
 
 @contextlib.contextmanager
