@@ -34,6 +34,7 @@ __all__ = [
     "INPUT_BYTES",
     "INPUT_CODECS",
     "REFUSALS",
+    "RESOLUTIONS",
     "VIDEO_FRAMES",
     "VIDEO_PIXELS",
     "VIDEO_SECONDS",
@@ -53,16 +54,17 @@ REFUSALS = "dynamo_media_refusals"
 KiB, MiB = 1 << 10, 1 << 20
 BYTE_BUCKETS = (16 * KiB, 64 * KiB, 256 * KiB, MiB, 4 * MiB, 16 * MiB, 64 * MiB, 256 * MiB)
 # The common frame sizes, so that a bucket reads as "up to 720p".
-PIXEL_BUCKETS = (
-    320 * 240,
-    640 * 480,
-    1280 * 720,
-    1920 * 1080,
-    2560 * 1440,
-    3840 * 2160,
-    7680 * 4320,
-    16384 * 16384,
+RESOLUTIONS = (
+    (320, 240),
+    (640, 480),
+    (1280, 720),
+    (1920, 1080),
+    (2560, 1440),
+    (3840, 2160),
+    (7680, 4320),
+    (16384, 16384),
 )
+PIXEL_BUCKETS = tuple(w * h for w, h in RESOLUTIONS)
 DURATION_BUCKETS = (1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 FRAME_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 

@@ -24,6 +24,7 @@ from dynamo_media.server._inputs import (
     INPUT_BYTES,
     INPUT_CODECS,
     REFUSALS,
+    RESOLUTIONS,
     VIDEO_FRAMES,
     VIDEO_PIXELS,
     VIDEO_SECONDS,
@@ -32,16 +33,7 @@ from dynamo_media.server._inputs import (
 __all__ = ["summarize"]
 
 _BAR = 30
-_RESOLUTIONS = {
-    320 * 240: "320x240",
-    640 * 480: "640x480",
-    1280 * 720: "1280x720",
-    1920 * 1080: "1920x1080",
-    2560 * 1440: "2560x1440",
-    3840 * 2160: "3840x2160",
-    7680 * 4320: "7680x4320",
-    16384 * 16384: "16384x16384",
-}
+_RESOLUTIONS = {w * h: f"{w}x{h}" for w, h in RESOLUTIONS}
 
 
 def _pixels(n: float) -> str:
