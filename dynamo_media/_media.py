@@ -54,8 +54,8 @@ def tensor_sha256(tensor: torch.Tensor) -> str:
     The reference backend reports it for every item it reads, so a client can check the whole
     path end to end against a local decode.
     """
-    data = tensor.detach().cpu().contiguous()
-    return hashlib.sha256(data.view(torch.uint8).numpy().tobytes()).hexdigest()
+    data = tensor.detach().cpu().contiguous().reshape(-1)
+    return hashlib.sha256(data.view(torch.uint8).numpy().data).hexdigest()  # no copy
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

@@ -96,6 +96,23 @@ class TestTwoProcesses:
         assert registered.released
         registered.release()  # the request's own release is then a no-op
 
+    def test_a_read_does_not_wait_for_the_frontend_to_progress(
+        self, peer: Peer, pool: RegistrationPool
+    ) -> None:
+        """The backend's read ends while nothing progresses the frontend's agent; its
+        notification arrives once something does (Note [notifications] in nixl/_agent.py)."""
+        registered = register_media(decode_image(LOSSY["jpeg"]()), pool)
+        assert pool._listener is not None
+        pool._closed = True  # the listener stops: the frontend's agent is not progressed
+        pool._listener.join()
+        got = peer.read(registered.descriptor)
+        assert "error" not in got, got  # a read carrying the notification waited 30 s, failed
+        assert got["sha256"] == tensor_sha256(registered.media.tensor)
+        assert pool.lent_regions == 1
+        pool._closed, pool._listener = False, None
+        pool.start_listener()
+        assert wait_until(lambda: registered.released)
+
     def test_deferred_early_free_keeps_the_lease_for_another_reader(
         self, peer: Peer, pool: RegistrationPool
     ) -> None:

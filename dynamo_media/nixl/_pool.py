@@ -50,8 +50,9 @@ RGB frame (6.2 MB) is, a 720p one (2.8 MB) is copied. On RDMA NICs a registratio
 and costs more; measure there before lowering it.
 
 # Note [early free]
-A backend's last READ (the lease word's, after the data: Note [stale reads]) carries the
-notification ``dm-read:<lease id>``. A listener thread polls the agent's notifications and
+Once a backend has read a lease (the lease word after the data: Note [stale reads]), it sends
+the notification ``dm-read:<lease id>``, on a read of the word that it does not wait for (Note
+[notifications] in ``_agent.py``). A listener thread polls the agent's notifications and
 releases those leases at once, so a lease returns to the pool as soon as the backend has its
 bytes, not only when the whole request ends. Lease ids are unique in the process, not only in a
 pool: two pools on one agent (tests, benchmarks) share its notifications, and a pool ignores ids

@@ -22,8 +22,9 @@ def read(
     Remote agents are added once per distinct metadata and cached. With a ``lease`` in the
     descriptor, the guard words around a pool region's data are read with it, and then, in a
     second transfer, the lease word at ``lease.word_addr``: the data is returned only if the
-    lease still held it after the read (Note [stale reads] in ``_pool.py``). The last READ
-    carries the notification ``dm-read:<lease id>``, on which the frontend frees the lease early.
+    lease still held it after the read (Note [stale reads] in ``_pool.py``). Then the
+    notification ``dm-read:<lease id>`` is posted (not waited for: Note [notifications] in
+    ``_agent.py``), on which the frontend frees the lease early.
 
     Args:
         descriptor: the JSON object the frontend sent.
@@ -54,19 +55,20 @@ def read(
     word = GUARD_BYTES if word_addr else 0
     buffer = torch.empty(span + word, dtype=torch.uint8, device=device)
     handle = agent.register(buffer)
-    notification = READ_NOTIFICATION + str(lease_id).encode() if lease_id is not None else b""
+    notification = READ_NOTIFICATION + str(lease_id).encode()
     metadata, mem_type = descriptor["nixl_metadata"], MEM_TYPES[nd["mem_type"]]
     device_id = int(nd["device_id"])
     try:
-        remote = (addr - guard, span, device_id)
-        agent.read(buffer[:span], metadata, remote, mem_type, b"" if word else notification)
+        agent.read(buffer[:span], metadata, (addr - guard, span, device_id), mem_type)
         if word:
-            remote = (word_addr, word, device_id)
-            agent.read(buffer[span:], metadata, remote, mem_type, notification)
+            agent.read(buffer[span:], metadata, (word_addr, word, device_id), mem_type)
     except (NixlTransferError, RuntimeError) as exc:
         raise ReadError(f"NIXL read of {size} bytes failed: {exc}") from exc
     finally:
         agent.deregister(handle)
+    carrier = (word_addr, word) if word else (addr - guard, min(span, GUARD_BYTES))
+    if lease_id is not None and carrier[1]:  # after the reads (Note [notifications])
+        agent.notify(metadata, (*carrier, device_id), mem_type, notification)
     if lease_id is not None and (guard or word):
         want = guard_word(int(lease_id)).to(buffer.device)
         words = [buffer[:guard], buffer[guard + size : span]] if guard else []
