@@ -49,6 +49,14 @@ of at least ``DEFAULT_ZERO_COPY_MIN_BYTES`` = 4 MiB are therefore registered in 
 RGB frame (6.2 MB) is, a 720p one (2.8 MB) is copied. On RDMA NICs a registration pins memory
 and costs more; measure there before lowering it.
 
+# Note [small torch ops]
+A torch op gives up the GIL around its kernel and must take it back; on a thread that shares the
+GIL with busy ones (the event loop beside decode, fetch and listener threads) taking it back can
+wait for the holder's switch interval (5 ms). Two 16-byte ``copy_`` calls writing a lease's words
+cost the event loop ~0.7 ms a request under 16 concurrent 1080p requests (py-spy), the time of
+decoding a third of the image. So words in host memory are written through a ``memoryview`` of
+the slab, which keeps the GIL, and addresses are computed from the slab's, not from views.
+
 # Note [early free]
 Once a backend has read a lease (the lease word after the data: Note [stale reads]), it sends
 the notification ``dm-read:<lease id>``, on a read of the word that it does not wait for (Note
@@ -98,9 +106,9 @@ DEFAULT_ZERO_COPY_MIN_BYTES = 4 << 20  # Note [zero-copy threshold]
 _LEASE_IDS = itertools.count(1)  # process-wide: Note [early free]
 
 
-def guard_word(lease_id: int) -> torch.Tensor:
+def guard_word(lease_id: int) -> bytes:
     """The 16 guard bytes of a lease: ``(magic, lease id)``, little-endian."""
-    return torch.frombuffer(bytearray(struct.pack("<QQ", _MAGIC, lease_id)), dtype=torch.uint8)
+    return struct.pack("<QQ", _MAGIC, lease_id)
 
 
 def _round_up(n: int) -> int:
@@ -156,7 +164,7 @@ class Region:
     @property
     def word_addr(self) -> int:
         """The lease word's address (Note [stale reads])."""
-        return int(self.pool.slab[self.offset :].data_ptr())
+        return self.pool.slab_addr + self.offset
 
     @property
     def budget_bytes(self) -> int:
@@ -223,7 +231,9 @@ class RegistrationPool:
         self._free: list[tuple[int, int]] = [(0, capacity_bytes)]  # sorted (offset, size)
         self._lent: dict[int, Region] = {}
         self._used = 0  # the budget spent: every lease's budget_bytes
-        self._blank = torch.zeros(GUARD_BYTES, dtype=torch.uint8, device=self.device)
+        self.slab_addr = int(self.slab.data_ptr())
+        # Host memory's words are written with plain stores (Note [small torch ops]).
+        self._host = self.slab.numpy().data if self.device.type == "cpu" else None
         self._cond = threading.Condition()
         self._listener: threading.Thread | None = None
         self._closed = False
@@ -297,12 +307,16 @@ class RegistrationPool:
             self._used += budget
         return region
 
-    def _write_words(self, region: Region, word: torch.Tensor) -> None:
-        start = region.offset
-        self.slab[start : start + GUARD_BYTES].copy_(word)
+    def _write_words(self, region: Region, word: bytes) -> None:
+        starts = [region.offset]
         if not region.zero_copy:
-            end = start + GUARD_BYTES + region.nbytes
-            self.slab[end : end + GUARD_BYTES].copy_(word)
+            starts.append(region.offset + GUARD_BYTES + region.nbytes)
+        for start in starts:
+            if self._host is not None:
+                self._host[start : start + GUARD_BYTES] = word
+            else:
+                device_word = torch.frombuffer(bytearray(word), dtype=torch.uint8).to(self.device)
+                self.slab[start : start + GUARD_BYTES].copy_(device_word)
 
     def lend(self, nbytes: int, *, wait_ms: int | None = None) -> Region:
         """Lends a region of ``nbytes`` data bytes, waiting for room if the pool is full.
@@ -312,7 +326,7 @@ class RegistrationPool:
             Overloaded: no room within ``wait_ms``.
         """
         region = self._reserve(_round_up(nbytes + 2 * GUARD_BYTES), nbytes, None, wait_ms)
-        self._write_words(region, guard_word(region.lease_id).to(self.device))
+        self._write_words(region, guard_word(region.lease_id))
         return region
 
     def lend_in_place(self, tensor: torch.Tensor, *, wait_ms: int | None = None) -> Region:
@@ -336,7 +350,7 @@ class RegistrationPool:
         except BaseException:
             region.release()
             raise
-        self._write_words(region, guard_word(region.lease_id).to(self.device))
+        self._write_words(region, guard_word(region.lease_id))
         return region
 
     def release(self, region: Region) -> None:
@@ -346,7 +360,7 @@ class RegistrationPool:
             if region.released or self._lent.get(region.lease_id) is not region:
                 return
             region.released = True
-            self._write_words(region, self._blank)
+            self._write_words(region, bytes(GUARD_BYTES))
         try:
             if region.handle is not None:
                 self.agent.deregister(region.handle)
