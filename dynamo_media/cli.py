@@ -142,15 +142,26 @@ async def _run_frontend(server: uvicorn.Server, backend: Backend, min_instances:
         await backend.aclose()
 
 
+def _frontend_process() -> None:
+    """What a process that decodes requests' media sets up first (``serve``, ``processor``):
+    the request log, the GIL handed to the event loop sooner when decode threads hold it
+    (Python's default: 5 ms), and no torch intra-op threads: decodes run on their own pool,
+    one per core, and torch's OpenMP threads only oversubscribed the cores and woke slowly
+    (Note [copies off torch's thread pool] in nixl/_register.py)."""
+    import torch
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    sys.setswitchinterval(0.001)
+    torch.set_num_threads(1)
+
+
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from dynamo_media.server import HttpBackend, create_app, load_config
 
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    _frontend_process()
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    # Hand the GIL to the event loop sooner when decode threads hold it (Python's default: 5 ms).
-    sys.setswitchinterval(0.001)
     config = load_config(args.config, preset=args.preset)
     settings = config.settings
     kind_args = ["--kind", args.backend_kind]
@@ -228,7 +239,7 @@ def _worker(args: argparse.Namespace) -> int:
 def _processor(args: argparse.Namespace) -> int:
     from dynamo_media.server import create_chat, load_config, serve_processor
 
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    _frontend_process()
     config = load_config(args.config, preset=args.preset)
     settings = config.settings
     env = _dynamo_env()
