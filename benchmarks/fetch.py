@@ -1,6 +1,8 @@
 """Fetching N media files from a local HTTP server (its own process): ours (policy, pinned
 address, deadline, size cap) beside plain ``requests.get`` on a pooled session, one at a time
-and 16 at once (``afetch`` on our fetch pool; ``requests`` on 16 threads).
+and 16 at once (``afetch`` on our fetch pool; ``requests`` on 16 threads). Then the cost of one
+fetch of a 120 kB file, ours beside the clients it could be built on: ``requests`` (streamed, as
+ours was until it moved to ``urllib3``), a ``urllib3`` pool and ``http.client``.
 
     python -m benchmarks.fetch [--quick]
 """
@@ -10,17 +12,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
+import http.client
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import requests
+import urllib3
 
 from benchmarks._common import ROOT, Row, interleaved, machine, report, table, versions
 from dynamo_media import MediaFetcher
 
 FILES = 16
+ONE_SIZE = 120_000
+ONE_BATCH = 200  # fetches per timed call: one fetch is too short to time alone
 
 
 def main() -> None:
@@ -33,6 +40,7 @@ def main() -> None:
     for size in sizes:
         for i in range(FILES):
             (folder / f"f{size}-{i}").write_bytes(bytes([i]) * size)
+    (folder / "one").write_bytes((bytes(range(256)) * (ONE_SIZE // 256 + 1))[:ONE_SIZE])
     server = subprocess.Popen(
         [sys.executable, "-m", "tests.media_server", str(folder)],
         cwd=ROOT,
@@ -113,12 +121,70 @@ def main() -> None:
             Row(f"{FILES} x 100 ms latency, 16 at once", conc, f"16 at once take {ratio:.1f}x one")
         )
         print(rows[-1])
+        one = per_fetch(fetcher, port, repeats)
     finally:
         server.stdin.close()
         server.wait()
         threads.shutdown()
     head = f"Machine: {machine()}; {versions('requests', 'urllib3')}\n\n"
-    report("fetch", head + table("Fetch from a local HTTP server (median)", rows))
+    per_fetch_table = table(
+        f"One fetch of {ONE_SIZE // 1000} kB, one at a time (median of batches of {ONE_BATCH})",
+        [one],
+        ours="MediaFetcher.fetch",
+    )
+    report(
+        "fetch",
+        head + table("Fetch from a local HTTP server (median)", rows) + "\n" + per_fetch_table,
+    )
+
+
+def per_fetch(fetcher: MediaFetcher, port: int, repeats: int) -> Row:
+    """Seconds per fetch of the ``ONE_SIZE`` file: ours and the clients under it, each on one
+    kept-alive connection."""
+    url = f"http://127.0.0.1:{port}/file/one"
+    session = requests.Session()
+    pool = urllib3.HTTPConnectionPool("127.0.0.1", port)
+    conn = http.client.HTTPConnection("127.0.0.1", port)
+
+    def ours() -> None:
+        assert len(fetcher.fetch(url).data) == ONE_SIZE
+
+    def with_requests() -> None:
+        with session.get(url, stream=True, timeout=30) as response:
+            assert len(response.raw.read()) == ONE_SIZE
+
+    def with_urllib3() -> None:
+        response = pool.urlopen("GET", "/file/one", preload_content=False, retries=False)
+        assert len(response.read()) == ONE_SIZE
+
+    def with_http_client() -> None:
+        conn.request("GET", "/file/one")
+        assert len(conn.getresponse().read()) == ONE_SIZE
+
+    def batch(fetch: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            for _ in range(ONE_BATCH):
+                fetch()
+
+        return run
+
+    methods = {
+        "MediaFetcher.fetch": ours,
+        "requests (stream)": with_requests,
+        "urllib3 pool": with_urllib3,
+        "http.client": with_http_client,
+    }
+    seconds = interleaved({k: batch(f) for k, f in methods.items()}, repeats=repeats)
+    each = {k: None if s is None else s / ONE_BATCH for k, s in seconds.items()}
+    conn.close()
+    session.close()
+    pool.close()
+    ours_s, peer_s = each["MediaFetcher.fetch"], each["urllib3 pool"]
+    over = None if ours_s is None or peer_s is None else (ours_s - peer_s) * 1000
+    note = "" if over is None else f"ours {over:+.2f} ms over the urllib3 pool"
+    row = Row(f"1 x {ONE_SIZE // 1000} kB", each, note)
+    print(row)
+    return row
 
 
 if __name__ == "__main__":

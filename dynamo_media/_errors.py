@@ -35,7 +35,7 @@ Callers branch on the classes, never on the message text: a ``FetchError`` subcl
 went wrong with a download (and each answers 422 as its parent does), ``NoMediaStream`` that a
 container holds no stream of the kind asked for (an audio-only mp4 given to ``decode_video``).
 
-Errors of the native libraries (Pillow, FFmpeg via torchcodec, requests/urllib3, NIXL) never escape
+Errors of the native libraries (Pillow, FFmpeg via torchcodec, urllib3, NIXL) never escape
 raw: each is caught at its narrowest type and re-raised as one of these ``from`` the original.
 Programming errors (a wrong argument type to a Python function) stay ``TypeError``/``ValueError``.
 

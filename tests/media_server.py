@@ -1,4 +1,5 @@
-"""A real threaded HTTP server on 127.0.0.1 for fetch tests and benchmarks; it counts hits.
+"""A real threaded HTTP(S) server on 127.0.0.1 for fetch tests and benchmarks; it counts hits and
+notes the connection each request came on.
 
 Routes:
     /file/<name>                 a registered body (Content-Type and headers from ``add``); 304
@@ -19,6 +20,7 @@ from __future__ import annotations
 import collections
 import email.utils
 import http.server
+import ssl
 import threading
 import time
 import urllib.parse
@@ -63,6 +65,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         query = dict(urllib.parse.parse_qsl(url.query))
         self.server.hits[url.path] += 1
         self.server.hosts.append(self.headers.get("Host", ""))
+        self.server.peers.append(self.client_address)
         kind, _, name = url.path.strip("/").partition("/")
         if kind == "file" and name in self.server.files:
             body, mime = self.server.files[name]
@@ -81,10 +84,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.send_header("Content-Type", mime)
             self.send_header("Transfer-Encoding", "chunked")
             self.end_headers()
-            for i in range(0, len(body), 65536):
-                piece = body[i : i + 65536]
-                self.wfile.write(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
-            self.wfile.write(b"0\r\n\r\n")
+            try:
+                for i in range(0, len(body), 65536):
+                    piece = body[i : i + 65536]
+                    self.wfile.write(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
+                self.wfile.write(b"0\r\n\r\n")
+            except OSError:  # the client stopped reading (a body over max_bytes)
+                self.close_connection = True
         elif kind == "redirect":
             self._send(302, b"", headers={"Location": query["to"]})
         elif kind == "status":
@@ -124,20 +130,32 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 
 class MediaServer(http.server.ThreadingHTTPServer):
-    """Serves registered bodies on 127.0.0.1 (a free port) from a background thread."""
+    """Serves registered bodies on 127.0.0.1 (a free port) from a background thread.
+
+    Args:
+        tls: serves https with this context (its certificate and key loaded). Default: ``None``,
+            plain http.
+    """
 
     daemon_threads = True
     # socketserver's 5 drops the connections of a burst of fetches (a benchmark's 32 fetch
     # threads opening theirs at once), which then wait a second for the SYN to be sent again.
     request_queue_size = 128
 
-    def __init__(self) -> None:
+    def __init__(self, *, tls: ssl.SSLContext | None = None) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
+        if tls is not None:
+            # The handshake runs as a connection is accepted; a client that refuses it makes
+            # accept() fail, which socketserver ignores.
+            self.socket = tls.wrap_socket(self.socket, server_side=True)
+        self.scheme = "http" if tls is None else "https"
         self.files: dict[str, tuple[bytes, str]] = {}
         self.file_headers: dict[str, dict[str, str]] = {}
         self.hits: collections.Counter[str] = collections.Counter()
         self.not_modified: collections.Counter[str] = collections.Counter()  # 304s sent
         self.hosts: list[str] = []
+        # The client address of each request: one per connection, so reuse shows.
+        self.peers: list[tuple[str, int]] = []
         self._thread = threading.Thread(target=self.serve_forever, daemon=True)
         self._thread.start()
 
@@ -159,7 +177,7 @@ class MediaServer(http.server.ThreadingHTTPServer):
         return f"/file/{name}"
 
     def url(self, path: str, host: str = "media.test") -> str:
-        return f"http://{host}:{self.port}{path}"
+        return f"{self.scheme}://{host}:{self.port}{path}"
 
     def stop(self) -> None:
         self.shutdown()

@@ -282,6 +282,42 @@ class TestMediaFetcher:
         assert time.monotonic() - start < 8 * 0.3 / 2
 
 
+class TestPooledConnections:
+    """A connection goes back to the pool when its body was read to the end, and only then."""
+
+    def test_sequential_fetches_share_one_connection(
+        self, server: MediaServer, fetcher: MediaFetcher
+    ) -> None:
+        body = os.urandom(120_000)
+        path = server.add("reused.bin", body)
+        urls = [server.url(path), server.url("/chunked/reused.bin")]
+        urls.append(server.url(f"/redirect?to={urls[0]}"))  # an empty redirect body counts as read
+        for url in urls * 3:
+            assert fetcher.fetch(url).data == body
+        assert len(set(server.peers[-len(urls) * 3 - 1 :])) == 1
+
+    @pytest.mark.parametrize(
+        ("path", "error"),
+        [
+            ("/file/cut.bin", TooLarge),  # refused by Content-Length, body unread
+            ("/chunked/cut.bin", TooLarge),  # refused part way through the body
+            ("/no/such/route", UpstreamStatus),  # a 404 with a body
+        ],
+    )
+    def test_body_cut_short_closes_its_connection(
+        self, server: MediaServer, fetcher: MediaFetcher, path: str, error: type[Exception]
+    ) -> None:
+        server.add("cut.bin", b"x" * 300_000)
+        small = server.add("after.bin", b"after")
+        fetcher.max_bytes(100_000)
+        assert fetcher.fetch(server.url(small)).data == b"after"
+        with pytest.raises(error):
+            fetcher.fetch(server.url(path))
+        # The next request does not read the rest of that body as its answer.
+        assert fetcher.fetch(server.url(small)).data == b"after"
+        assert server.peers[-1] != server.peers[-2]
+
+
 class TestDataURL:
     def test_good(self) -> None:
         url = "data:image/png;base64," + base64.b64encode(PNG).decode()

@@ -90,7 +90,7 @@ class MediaFetcher:
             client = self._client
             if client is None or client.policy != self.policy:
                 if client is not None:
-                    client.session.close()
+                    client.close()
                 client = self._client = HttpClient(self.policy, resolver=self._resolver)
             return client
 
