@@ -306,39 +306,62 @@ class TestNoLiveWorker:
             assert lent(url) == 0
 
 
+@pytest.fixture
+def slow(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Path, str]]:
+    """``serve --workers 0`` and a slow worker of the test's own (``tests/slow_worker.py``),
+    found through file discovery: the worker's record file, and the frontend's URL."""
+    for key, value in dynamo_env(tmp_path / "discovery").items():
+        monkeypatch.setenv(key, value)
+    record = tmp_path / "record"
+    with (
+        worker_process("tests.slow_worker", str(record)),
+        serving_process(CONFIG, args=[*SERVE_ARGS[:3], "0"]) as (_, url),
+    ):
+        yield record, url
+
+
 class TestClientDisconnect:
-    def test_stops_the_worker_and_frees_the_registrations(
-        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-    ) -> None:
-        """``serve --workers 0`` finds a slow worker of the test's own through file discovery;
-        the client reads three chunks of an image request's stream and hangs up."""
-        for key, value in dynamo_env(tmp_path / "discovery").items():
-            monkeypatch.setenv(key, value)
-        record = tmp_path / "record"
+    def test_stops_the_worker_and_frees_the_registrations(self, slow: tuple[Path, str]) -> None:
+        """The client reads three chunks of an image request's stream and hangs up."""
+        record, url = slow
+        body = {
+            "model": MODEL,
+            "stream": True,
+            "messages": [{"role": "user", "content": [image_part(LOSSY["jpeg"]())]}],
+        }
         with (
-            worker_process("tests.slow_worker", str(record)),
-            serving_process(CONFIG, args=[*SERVE_ARGS[:3], "0"]) as (_, url),
+            httpx.Client(timeout=10) as http,
+            http.stream("POST", f"{url}/v1/chat/completions", json=body) as answer,
         ):
-            body = {
-                "model": MODEL,
-                "stream": True,
-                "messages": [{"role": "user", "content": [image_part(LOSSY["jpeg"]())]}],
-            }
-            with (
-                httpx.Client(timeout=10) as http,
-                http.stream("POST", f"{url}/v1/chat/completions", json=body) as answer,
-            ):
-                events = (line for line in answer.iter_lines() if line.startswith("data:"))
-                for _ in range(3):
-                    assert '"chat.completion.chunk"' in next(events)
-                assert lent(url) == 1  # the image, held while the answer streams
-            # The connection is closed: the frontend stops the worker and releases.
-            wait_for(lambda: lent(url) == 0, "the release")
-            wait_for(record.exists, "the worker's stop")
-            (line,) = record.read_text().splitlines()
-            assert line.startswith("stopped after ")
-            stopped_after = int(line.split()[2])
-            assert 3 <= stopped_after < 200
+            events = (line for line in answer.iter_lines() if line.startswith("data:"))
+            for _ in range(3):
+                assert '"chat.completion.chunk"' in next(events)
+            assert lent(url) == 1  # the image, held while the answer streams
+        # The connection is closed: the frontend stops the worker and releases.
+        wait_for(lambda: lent(url) == 0, "the release")
+        wait_for(record.exists, "the worker's stop")
+        (line,) = record.read_text().splitlines()
+        assert line.startswith("stopped after ")
+        stopped_after = int(line.split()[2])
+        assert 3 <= stopped_after < 200
+
+
+class TestWholeAnswer:
+    def test_is_sent_before_the_workers_stream_ends(self, slow: tuple[Path, str]) -> None:
+        """A whole answer goes to the client at once; the stream's end is read in the background
+        (Note [Dynamo wire]). The slow worker keeps its stream open 2 s after the answer, then
+        sends a second message, which is logged, not sent."""
+        record, url = slow
+        with httpx.Client(timeout=30) as http:
+            messages = [{"role": "user", "content": "hi"}]
+            body = {"model": MODEL, "max_tokens": 40, "messages": messages}
+            answer = http.post(f"{url}/v1/chat/completions", json=body)
+            assert not record.exists()  # the worker's stream is still open
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["choices"][0]["message"]["content"] == "whole"
+            wait_for(record.exists, "the worker's second message")
+            assert record.read_text() == "answered, then a second message\n"
+            assert http.get(f"{url}/health").status_code == 200
 
 
 class TestHashRoute:
