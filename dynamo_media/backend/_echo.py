@@ -11,7 +11,10 @@ with the ``pid`` of the process that answered (so tests can tell workers apart).
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import dataclasses
+import functools
 import json
 import os
 import time
@@ -20,7 +23,6 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any
 
 import torch
-from fastapi.concurrency import run_in_threadpool
 
 from dynamo_media._errors import InvalidOptions
 from dynamo_media._media import tensor_sha256
@@ -50,10 +52,23 @@ class ReadItem:
         return f"ReadItem({self.modality}, shape={list(self.tensor.shape)})"
 
 
+@functools.cache
+def _read_pool() -> concurrent.futures.ThreadPoolExecutor:
+    """The threads that read and hash items, one per core, at a lower priority so that reading
+    and hashing do not starve the event loop (Note [decode priority])."""
+    return concurrent.futures.ThreadPoolExecutor(
+        max_workers=os.cpu_count() or 2,
+        thread_name_prefix="dynamo-media-read",
+        initializer=lower_thread_priority,
+    )
+
+
 def _read_one(key: str, index: int, descriptor: dict[str, Any], device: str) -> ReadItem:
-    lower_thread_priority()  # reading and hashing must not starve the event loop
     start = time.perf_counter()
-    tensor = read(descriptor, device=device)
+    try:
+        tensor = read(descriptor, device=device)
+    except ValueError as exc:
+        raise InvalidOptions(f"multi_modal_data.{key}[{index}]: {exc}") from exc
     seconds = time.perf_counter() - start
     modality = _MODALITY[key]
     meta = (descriptor.get("metadata") or {}).get(modality.capitalize(), {})
@@ -72,25 +87,25 @@ def _read_one(key: str, index: int, descriptor: dict[str, Any], device: str) -> 
 async def read_items(
     multi_modal_data: dict[str, list[dict[str, Any]]], *, device: str = "cpu"
 ) -> list[ReadItem]:
-    """Reads every descriptor, in order (images, then videos, then audio, as the keys come), on
-    a worker thread.
+    """Reads every descriptor on the read threads, all at once; returns them in order (images,
+    then videos, then audio, as the keys come).
 
     Raises:
         InvalidOptions: an unknown key, or a malformed descriptor.
         ReadError: an item could not be read over NIXL.
     """
-    items = []
-    for key, descriptors in multi_modal_data.items():
-        if key not in _MODALITY:
-            raise InvalidOptions(
-                f"unknown multi_modal_data key {key!r}; allowed: {', '.join(_MODALITY)}"
-            )
-        for index, descriptor in enumerate(descriptors):
-            try:
-                items.append(await run_in_threadpool(_read_one, key, index, descriptor, device))
-            except ValueError as exc:
-                raise InvalidOptions(f"multi_modal_data.{key}[{index}]: {exc}") from exc
-    return items
+    unknown = [key for key in multi_modal_data if key not in _MODALITY]
+    if unknown:
+        raise InvalidOptions(
+            f"unknown multi_modal_data key {unknown[0]!r}; allowed: {', '.join(_MODALITY)}"
+        )
+    loop = asyncio.get_running_loop()
+    reads = [
+        loop.run_in_executor(_read_pool(), _read_one, key, index, descriptor, device)
+        for key, descriptors in multi_modal_data.items()
+        for index, descriptor in enumerate(descriptors)
+    ]
+    return list(await asyncio.gather(*reads))
 
 
 async def describe_items(multi_modal_data: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
