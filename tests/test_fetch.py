@@ -340,6 +340,7 @@ class TestDataURL:
         [
             ("data:image/png;base64,!!!notbase64", DecodeError, "Invalid base64"),
             ("data:image/png;base64,abc", DecodeError, "Invalid base64"),
+            ("data:image/png;base64,YWJj=", DecodeError, "Invalid base64"),  # excess padding
             ("data:text/plain,hello", PolicyError, "Only base64"),
             ("data:image/png;base64", DecodeError, "no ','"),
         ],
