@@ -336,6 +336,21 @@ class TestBadRequests:
             "code": "ModalityDisabled",
         }
 
+    @pytest.mark.parametrize(
+        ("body", "words"),
+        [
+            (b'{"messages": [', "not JSON"),
+            (b'{"messages": [], "temperature": NaN}', "not JSON"),  # not JSON, though json took it
+            (b'{"messages": "\xff"}', "not JSON"),  # not UTF-8
+            (b"[1, 2]", "a JSON object with a 'messages' list"),
+        ],
+    )
+    def test_a_body_that_is_not_a_request(self, frontend: str, body: bytes, words: str) -> None:
+        answer = httpx.post(f"{frontend}/v1/chat/completions", content=body, timeout=30)
+        assert answer.status_code == 400
+        assert words in answer.json()["error"]["message"]
+        assert httpx.get(f"{frontend}/health", timeout=30).status_code == 200
+
     def test_data_url_is_not_echoed(self, client: openai.OpenAI) -> None:
         payload = b64(b"this is not an image at all " * 200)
         err = error_of(
