@@ -47,6 +47,7 @@ from tests.media import ffmpeg
 from tests.serve import dynamo_env, free_port, serving
 
 MODEL = "peer-echo"
+_ROUND = 16 * 16  # requests per throughput round (128 moved ±10% between rounds)
 ENDPOINT = "peer.backend.generate"
 TEMPLATE = (
     "{% for m in messages %}{{ m.role }}: "
@@ -365,7 +366,7 @@ def bench(repeats: int, layout: str, rounds: int = 3) -> None:
             for _ in range(rounds):
                 for system, url in urls.items():
                     body = _body(models[system], base + file)
-                    rate = asyncio.run(_throughput(url, system, body, want[system], 8 * 16))
+                    rate = asyncio.run(_throughput(url, system, body, want[system], _ROUND))
                     rates[system].append(rate)
             for c in clients.values():
                 c.close()
@@ -388,7 +389,7 @@ def bench(repeats: int, layout: str, rounds: int = 3) -> None:
     d_rates, o_rates = rates["Dynamo"], rates["dynamo-media"]
     lines += [
         "",
-        f"16 concurrent 1080p JPEG over http, {8 * 16} requests a round, {rounds} rounds each, "
+        f"16 concurrent 1080p JPEG over http, {_ROUND} requests a round, {rounds} rounds each, "
         f"taking turns: Dynamo {min(d_rates):.1f}-{max(d_rates):.1f} req/s, dynamo-media "
         f"{min(o_rates):.1f}-{max(o_rates):.1f} req/s (medians {statistics.median(d_rates):.1f} "
         f"and {statistics.median(o_rates):.1f})",
