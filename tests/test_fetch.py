@@ -349,6 +349,17 @@ class TestDataURL:
         with pytest.raises(error, match=message):
             MediaFetcher().fetch(url)
 
+    def test_afetch_decodes_a_small_one_in_place(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        def no_thread() -> None:
+            raise AssertionError("a fetch thread was asked for")
+
+        monkeypatch.setattr("dynamo_media.fetch._fetcher.fetch_executor", no_thread)
+        small = "data:image/png;base64," + base64.b64encode(PNG).decode()
+        assert asyncio.run(MediaFetcher().afetch(small)).data == PNG
+        large = "data:;base64," + base64.b64encode(bytes(200 << 10)).decode()  # 267 KiB of text
+        with pytest.raises(AssertionError, match="fetch thread"):
+            asyncio.run(MediaFetcher().afetch(large))
+
     def test_size_cap_applies_before_decoding(self) -> None:
         url = "data:image/png;base64," + "A" * 8000
         with pytest.raises(TooLarge, match=r"about 6000 bytes, over max_bytes \(1000\)"):
