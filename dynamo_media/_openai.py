@@ -4,18 +4,43 @@ list, and the server-sent events of a streamed answer (``data: {chunk}`` events,
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
+import secrets
 from collections.abc import Mapping
 from typing import Any
 
 from dynamo_media._errors import MediaError
 
-__all__ = ["SSE_DONE", "error_body", "model_list", "sse_event"]
+__all__ = ["SSE_DONE", "completion_id", "error_body", "model_list", "sse_event"]
 
 _ERROR_TYPES = {400: "invalid_request_error", 422: "invalid_media_error", 503: "overloaded_error"}
 
 SSE_DONE = b"data: [DONE]\n\n"
 """The event that ends a streamed answer."""
+
+
+class _Ids:
+    """A random prefix per process (drawn again in a forked child) and a counter."""
+
+    def __init__(self) -> None:
+        self.draw()
+
+    def draw(self) -> None:
+        self.prefix = secrets.token_hex(8)
+        self.counter = itertools.count()
+
+
+_IDS = _Ids()
+os.register_at_fork(after_in_child=_IDS.draw)
+
+
+def completion_id() -> str:
+    """A fresh ``chatcmpl-`` id, unique across processes and calls. Not ``uuid4`` per request:
+    its ``getrandom`` call gives up the GIL, and the event loop then waits to take it back behind
+    the decode threads (py-spy: 3.4% of the loop's busy time under load)."""
+    return f"chatcmpl-{_IDS.prefix}{next(_IDS.counter):012x}"
 
 
 def error_body(exc: MediaError) -> dict[str, Any]:

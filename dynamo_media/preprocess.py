@@ -142,7 +142,8 @@ class PreprocessResult:
                 item.output.region.defer_early_free()
 
     def allow_early_free(self) -> None:
-        """The backend answered: registrations it read are freed now, the others when read."""
+        """The backend answered: registrations it read are freed at once (by the pool's
+        listener), the others when read."""
         for item in self.items:
             if isinstance(item.output, RegisteredMedia):
                 item.output.region.allow_early_free()

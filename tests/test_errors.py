@@ -1,3 +1,4 @@
+import os
 import re
 
 import pytest
@@ -23,7 +24,7 @@ from dynamo_media import (
     UpstreamStatus,
     decode_video,
 )
-from dynamo_media._openai import error_body
+from dynamo_media._openai import completion_id, error_body
 from tests.test_audio import FORMATS, tone
 
 
@@ -149,3 +150,17 @@ def test_tree_is_drawn_in_docstring() -> None:
     assert drawn_tree() == {
         name: (cls.__bases__[0].__name__, cls.status) for name, cls in classes.items()
     }
+
+
+def test_completion_ids_differ_across_calls_and_forked_processes() -> None:
+    first, second = completion_id(), completion_id()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its counter starts where the parent's was; its prefix is new
+        os.write(write, completion_id().encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child = os.read(read, 100).decode()
+    assert all(i.startswith("chatcmpl-") for i in (first, second, child))
+    assert len({first, second, child}) == 3
+    assert child[:-12] != first[:-12]  # another prefix, not only another count

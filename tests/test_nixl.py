@@ -124,7 +124,7 @@ class TestTwoProcesses:
         assert not registered.released
         assert "error" not in peer.read(registered.descriptor)  # the next backend reads it too
         registered.region.allow_early_free()
-        assert registered.released and pool.lent_regions == 0
+        assert wait_until(lambda: registered.released and pool.lent_regions == 0)
 
     def test_released_region_is_an_error_not_garbage(
         self, peer: Peer, pool: RegistrationPool

@@ -18,7 +18,6 @@ import functools
 import json
 import os
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any
 
@@ -26,6 +25,7 @@ import torch
 
 from dynamo_media._errors import InvalidOptions
 from dynamo_media._media import tensor_sha256
+from dynamo_media._openai import completion_id
 from dynamo_media._priority import lower_thread_priority
 from dynamo_media.config import MODALITIES, Modality
 from dynamo_media.nixl import read
@@ -139,7 +139,7 @@ class EchoAnswer:
         *,
         outputs: Mapping[str, Any] | None = None,
     ) -> None:
-        self.request_id = body.get("request_id") or f"chatcmpl-{uuid.uuid4().hex}"
+        self.request_id = body.get("request_id") or completion_id()
         self.model = body.get("model", model)
         self.items = items
         self.outputs = outputs

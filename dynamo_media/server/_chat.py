@@ -21,7 +21,6 @@ import dataclasses
 import json
 import logging
 import time
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -30,7 +29,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from dynamo_media._errors import InvalidOptions, MediaError, Overloaded
-from dynamo_media._openai import SSE_DONE, error_body, sse_event
+from dynamo_media._openai import SSE_DONE, completion_id, error_body, sse_event
 from dynamo_media.preprocess import MediaPreprocessor, PreprocessResult
 from dynamo_media.server._backend import Answer, Backend, Chunks
 from dynamo_media.server._metrics import Metrics
@@ -176,7 +175,7 @@ class ChatCompletions:
             raise
         seconds = time.perf_counter() - start
         self.metrics.request_seconds.labels("media" if result else "text").observe(seconds)
-        log.info(json.dumps(_log_line(result, seconds, modality)))
+        log.info(orjson.dumps(_log_line(result, seconds, modality)).decode())
         return Forwarded(answer, result, modality, sent)
 
     def _respond(self, forwarded: Forwarded) -> Response:
@@ -192,7 +191,7 @@ class ChatCompletions:
         for item in answer.body.get("dynamo_media", {}).get("items", []):
             transfer = self.metrics.stage_seconds.labels("transfer", item["modality"])
             transfer.observe(item["read_seconds"])
-        return JSONResponse(answer.body, status_code=answer.status)
+        return Response(orjson.dumps(answer.body), answer.status, media_type="application/json")
 
     async def _relay(
         self, chunks: Chunks, result: PreprocessResult | None, modality: str, sent: float
@@ -254,7 +253,7 @@ def _payload(body: dict[str, Any], result: PreprocessResult | None) -> dict[str,
     """What the backend receives: the request without ``media_io_kwargs``, with a request id,
     placeholders for inline media, and the items' descriptors."""
     payload = {k: v for k, v in body.items() if k != "media_io_kwargs"}
-    payload["request_id"] = body.get("request_id") or f"chatcmpl-{uuid.uuid4().hex}"
+    payload["request_id"] = body.get("request_id") or completion_id()
     if result is not None:
         payload["messages"] = result.messages
         payload["multi_modal_data"] = result.multi_modal_data
