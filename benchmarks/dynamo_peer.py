@@ -16,7 +16,7 @@ libjpeg-turbo JPEG path (else it falls back to image-rs).
     python -m benchmarks.dynamo_peer [--repeats 120] [--quick] [--layout CHW]
 
 Results: benchmarks/results/dynamo_peer.md (images served in HWC, the served default), and
-dynamo_peer_chw.md with ``--layout CHW`` (the served default before Note [served image layout]).
+dynamo_peer_chw.md with ``--layout CHW`` (the served default before Note [served layouts]).
 """
 
 from __future__ import annotations

@@ -71,13 +71,18 @@ def test_a_request_still_overrides_the_preset() -> None:
     assert (request.num_frames, request.fps, request.sampling) == (6, None, "qwen2_vl")
 
 
-def test_served_images_default_to_hwc_and_a_config_keeps_its_own() -> None:
-    # Note [served image layout]: what Dynamo's backends read; the library's default stays CHW.
-    assert parse_config({}).decoder.options("image").layout == "HWC"
-    assert parse_config({}, preset="qwen2_5_vl").decoder.options("image").layout == "HWC"
-    assert parse_config({"decoder": {"image": {}}}).decoder.options("image").layout == "CHW"
-    served = parse_config({}).decoder.options("image", {"layout": "CHW"})
-    assert served.layout == "CHW"  # a request still chooses
+@pytest.mark.parametrize(
+    ("modality", "served", "library"), [("image", "HWC", "CHW"), ("video", "THWC", "TCHW")]
+)
+def test_served_layouts_are_channels_last_and_a_config_keeps_its_own(
+    modality: str, served: str, library: str
+) -> None:
+    # Note [served layouts]: what Dynamo's backends read; the library's default stays first.
+    assert parse_config({}).decoder.options(modality).layout == served
+    assert parse_config({}, preset="qwen2_5_vl").decoder.options(modality).layout == served
+    assert parse_config({"decoder": {modality: {}}}).decoder.options(modality).layout == library
+    asked = parse_config({}).decoder.options(modality, {"layout": library})
+    assert asked.layout == library  # a request still chooses
 
 
 def test_num_frames_preset_replaces_the_default_fps() -> None:

@@ -9,15 +9,17 @@ Every section is optional; what is missing takes the embedded defaults (``defaul
 A model preset (``dynamo_media.presets``) then merges its decoder options over the enabled
 modalities, as a request's ``media_io_kwargs`` would; a request's own still override it.
 
-# Note [served image layout]
-The served default for images is ``HWC``, while the library's (``ImageOptions``,
-``decode_image``) stays torch's ``CHW``. ``HWC`` is what Dynamo's frontend emits and what
-Dynamo's backends read (``read_decoded_media_via_nixl`` takes ``array[..., :3]``), and it is the
-decoders' own memory: a contiguous item from 4 MiB is registered where it lies (zero-copy),
-where a ``CHW`` view of it needs a strided copy into the pool first. Measured end to end against
-Dynamo 1.6.1 (benchmarks/results/dynamo_peer.md): registration of a 4K JPEG 14.4 ms -> 0.3 ms,
-of a 1080p one 3.8 -> 0.3 ms. A config that writes its own ``decoder.image`` section picks its
-layout there (``CHW`` unless it says otherwise); a request can still ask with
+# Note [served layouts]
+The served defaults are channels last, images ``HWC`` and video ``THWC``, while the library's
+(``ImageOptions``, ``VideoOptions``, ``decode_image``, ``decode_video``) stay torch's ``CHW`` and
+``TCHW``. Channels last is what Dynamo's frontend emits and what Dynamo's backends read
+(``read_decoded_media_via_nixl`` takes ``array[..., :3]``), what vLLM's video loader returns, and
+the decoders' own memory: a contiguous item from 4 MiB is registered where it lies (zero-copy),
+where a channels-first view of it needs a strided copy into the pool first. Measured: against
+Dynamo 1.6.1 end to end (benchmarks/results/dynamo_peer.md), registration of a 4K JPEG 14.4 ms
+-> 0.3 ms, of a 1080p one 3.8 -> 0.3 ms; 20 frames of 720p video (10 s at 2 fps) 22-55 ms ->
+3.8-5.0 ms. A config that writes its own ``decoder.image`` or ``decoder.video`` section picks
+the layout there (channels first unless it says otherwise); a request can still ask with
 ``media_io_kwargs``.
 """
 
@@ -78,9 +80,9 @@ class ServerSettings(Options):
 
 
 def default_config() -> dict[str, Any]:
-    """The embedded configuration: images in ``HWC`` (Note [served image layout]); video at
-    2 fps, at most 128 frames (the seed's); audio at 16 kHz mono (what speech models take); safe
-    limits; the default fetch policy."""
+    """The embedded configuration: images in ``HWC`` and video in ``THWC`` (Note [served layouts]);
+    video at 2 fps, at most 128 frames (the seed's); audio at 16 kHz mono (what speech models
+    take); safe limits; the default fetch policy."""
     return {
         "fetcher": MediaFetcher().to_dict(),
         "decoder": {
@@ -92,7 +94,12 @@ def default_config() -> dict[str, Any]:
                     "max_alloc": 64 * MiB,
                 },
             },
-            "video": {"fps": 2.0, "max_frames": 128, "limits": {"max_alloc": 384 * MiB}},
+            "video": {
+                "fps": 2.0,
+                "max_frames": 128,
+                "layout": "THWC",
+                "limits": {"max_alloc": 384 * MiB},
+            },
             "audio": {
                 "sample_rate": 16000,
                 "num_channels": 1,
