@@ -1,5 +1,6 @@
-import os
 import re
+import subprocess
+import sys
 
 import pytest
 
@@ -24,7 +25,7 @@ from dynamo_media import (
     UpstreamStatus,
     decode_video,
 )
-from dynamo_media._openai import completion_id, error_body
+from dynamo_media._openai import error_body
 from tests.test_audio import FORMATS, tone
 
 
@@ -153,14 +154,20 @@ def test_tree_is_drawn_in_docstring() -> None:
 
 
 def test_completion_ids_differ_across_calls_and_forked_processes() -> None:
-    first, second = completion_id(), completion_id()
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: its counter starts where the parent's was; its prefix is new
-        os.write(write, completion_id().encode())
-        os._exit(0)
-    os.waitpid(pid, 0)
-    child = os.read(read, 100).decode()
-    assert all(i.startswith("chatcmpl-") for i in (first, second, child))
-    assert len({first, second, child}) == 3
-    assert child[:-12] != first[:-12]  # another prefix, not only another count
+    """In a process of its own (forking this one, which has threads, is unsafe): a forked child
+    draws another key, so its first id is not its parent's next one."""
+    script = (
+        "import os\n"
+        "from dynamo_media._openai import completion_id\n"
+        "ids = [completion_id(), completion_id()]\n"
+        "read, write = os.pipe()\n"
+        "if os.fork() == 0:\n"
+        "    os.write(write, completion_id().encode())\n"
+        "    os._exit(0)\n"
+        "os.wait()\n"
+        "print(*ids, os.read(read, 100).decode(), completion_id())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    ids = done.stdout.split()
+    assert len(ids) == 4 and all(re.fullmatch(r"chatcmpl-[0-9a-f]{24}", i) for i in ids), done
+    assert len(set(ids)) == 4  # the child's first id is not the parent's third

@@ -126,6 +126,37 @@ class TestTwoProcesses:
         registered.region.allow_early_free()
         assert wait_until(lambda: registered.released and pool.lent_regions == 0)
 
+    def test_a_release_that_fails_does_not_stop_the_listener(
+        self, peer: Peer, pool: RegistrationPool, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Two zero-copy leases read while deferred; NIXL's deregister fails for the first: the
+        listener releases the second too, and goes on freeing leases."""
+        frame = torch.zeros(512, 512, 3, dtype=torch.uint8)  # 768 KiB: registered in place
+        items = [register_media(DecodedMedia(frame.clone(), "image", {}), pool) for _ in "ab"]
+        assert all(i.region.zero_copy for i in items)
+        for item in items:
+            item.region.defer_early_free()
+            assert "error" not in peer.read(item.descriptor)
+        assert wait_until(lambda: all(i.region.read for i in items))
+        deregister = pool.agent.deregister
+        failed = []
+
+        def fail_once(handle: object) -> None:
+            if not failed:
+                failed.append(handle)
+                raise RuntimeError("NIXL_ERR_BACKEND")
+            deregister(handle)
+
+        monkeypatch.setattr(pool.agent, "deregister", fail_once)
+        for item in items:
+            item.region.allow_early_free()
+        assert wait_until(lambda: all(i.released for i in items) and pool.lent_regions == 0)
+        assert failed and pool._listener is not None and pool._listener.is_alive()
+        deregister(failed[0])  # the registration the failure left
+        later = register_media(decode_image(LOSSY["jpeg"]()), pool)
+        assert "error" not in peer.read(later.descriptor)
+        assert wait_until(lambda: later.released)  # early free still works
+
     def test_released_region_is_an_error_not_garbage(
         self, peer: Peer, pool: RegistrationPool
     ) -> None:

@@ -8,6 +8,7 @@ library's ``validate=True`` is, and stricter in one way: padding after a complet
 
 from __future__ import annotations
 
+import base64
 import binascii
 import urllib.parse
 
@@ -52,5 +53,15 @@ def decode_data_url(url: str, max_bytes: int) -> tuple[bytes, str | None]:
     try:
         data = pybase64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError) as exc:
-        raise DecodeError(f"Invalid base64 in data: URL {shown!r}: {exc}") from exc
+        raise DecodeError(f"Invalid base64 in data: URL {shown!r}: {_why(payload, exc)}") from exc
     return data, mime
+
+
+def _why(payload: str, exc: Exception) -> str:
+    """What is wrong with the base64: the standard library's words (it names the fault: padding,
+    a character, a length), which pybase64 does not; asked only when decoding failed."""
+    try:
+        base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError) as stdlib:
+        return str(stdlib)
+    return f"{exc}: padding after a complete group of 4 characters"

@@ -121,7 +121,7 @@ class MediaFetcher:
         """``fetch`` without blocking the event loop; many run at once on a thread pool. A
         ``data:`` URL of up to 256 KiB is decoded in place: it takes less time (0.15 ms at
         most, ~30 us for a 640x480 JPEG) than the trip to a thread and back (~0.25 ms)."""
-        if len(url) <= _INLINE_DATA_URL and url[:5].lower() == "data:":
+        if isinstance(url, str) and len(url) <= _INLINE_DATA_URL and url[:5].lower() == "data:":
             return self.fetch(url)
         loop = asyncio.get_running_loop()
         start = time.monotonic()  # timeout_ms counts from here, the wait for a thread included

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 import os
 import threading
 import time
@@ -24,6 +25,8 @@ __all__ = [
 ]
 
 _TRANSFER_TIMEOUT_S = 30.0
+
+log = logging.getLogger("dynamo_media.nixl")
 
 
 class NixlTransferError(RuntimeError):
@@ -48,12 +51,11 @@ def run_transfer(
     local: Any,
     remote: Any,
     peer: str,
-    notification: bytes = b"",
     timeout_s: float = _TRANSFER_TIMEOUT_S,
 ) -> str:
     """Runs one transfer on a raw NIXL ``agent`` and waits for it, yielding the GIL, for at most
     ``timeout_s``; releases its handle and returns its last state (``"DONE"`` when it worked)."""
-    handle = agent.initialize_xfer(op, local, remote, peer, notification)
+    handle = agent.initialize_xfer(op, local, remote, peer, b"")
     try:
         state = agent.transfer(handle)
         deadline = time.monotonic() + timeout_s
@@ -183,10 +185,15 @@ class NixlAgent:
         """Sends ``notification`` to another agent, from this agent's notifier, on a read of
         its ``carrier = (addr, size, device_id)`` (at most 16 bytes, registered there), and does
         not wait for it (Note [notifications]); a notification that fails is dropped."""
-        with self._lock:
-            if self._notifier is None:
-                self._notifier = _Notifier(f"{self.name}-notify", self._backends)
-            notifier = self._notifier
+        notifier = self._notifier
+        if notifier is None:
+            try:
+                made = _Notifier(f"{self.name}-notify", self._backends)
+            except Exception:  # NIXL's errors are plain Exceptions
+                log.exception("no notifier agent; notification %r dropped", notification)
+                return
+            with self._lock:
+                notifier = self._notifier = self._notifier or made
         notifier.post(remote_metadata, carrier, mem_type, notification)
 
     def notifications(self) -> list[bytes]:
@@ -232,7 +239,7 @@ class _Notifier(NixlAgent):
                 state = "ERR"
             if state != "PROC":
                 if handle is not None:
-                    self._agent.release_xfer_handle(handle)
+                    self._release(handle)
                 return
             self._in_flight.append((handle, time.monotonic() + _TRANSFER_TIMEOUT_S))
             if self._reaper is None:
@@ -251,12 +258,22 @@ class _Notifier(NixlAgent):
                 now = time.monotonic()
                 in_flight = []
                 for handle, deadline in self._in_flight:
-                    if self._agent.check_xfer_state(handle) == "PROC" and now < deadline:
+                    try:
+                        state = self._agent.check_xfer_state(handle)
+                    except Exception:
+                        state = "ERR"
+                    if state == "PROC" and now < deadline:
                         in_flight.append((handle, deadline))
                     else:
-                        self._agent.release_xfer_handle(handle)
+                        self._release(handle)
                 self._in_flight = in_flight
             time.sleep(0.0005)
+
+    def _release(self, handle: Any) -> None:
+        try:
+            self._agent.release_xfer_handle(handle)
+        except Exception:  # the thread must go on; the handle is dropped
+            log.exception("releasing a notification's transfer failed")
 
 
 _AGENT: NixlAgent | None = None

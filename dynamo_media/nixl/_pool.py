@@ -80,6 +80,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import logging
 import struct
 import threading
 import time
@@ -107,6 +108,8 @@ DEFAULT_CAPACITY = 2 << 30
 DEFAULT_WAIT_MS = 2000
 DEFAULT_ZERO_COPY_MIN_BYTES = 4 << 20  # Note [zero-copy threshold]
 _LEASE_IDS = itertools.count(1)  # process-wide: Note [early free]
+
+log = logging.getLogger("dynamo_media.nixl")
 
 
 def guard_word(lease_id: int) -> bytes:
@@ -414,7 +417,10 @@ class RegistrationPool:
         with self._cond:
             releasing, self._releasing = self._releasing, []
         for region in releasing:
-            region.release()
+            try:
+                region.release()  # its budget is back even when NIXL's deregister fails
+            except Exception:
+                log.exception("releasing lease %d failed", region.lease_id)
 
     def start_listener(self, interval_s: float = 0.002) -> None:
         """Starts the thread that progresses the agent (Note [nixl progress] in ``_agent.py``)
@@ -424,8 +430,11 @@ class RegistrationPool:
 
         def listen() -> None:
             while not self._closed:
-                self.poll_notifications()
-                self._release_waiting()
+                try:
+                    self.poll_notifications()
+                    self._release_waiting()
+                except Exception:  # the thread must go on: it alone progresses the agent
+                    log.exception("the NIXL listener's tick failed")
                 time.sleep(interval_s)
 
         self._listener = threading.Thread(target=listen, name="dynamo-media-nixl", daemon=True)

@@ -55,7 +55,6 @@ def read(
     word = GUARD_BYTES if word_addr else 0
     buffer = torch.empty(span + word, dtype=torch.uint8, device=device)
     handle = agent.register(buffer)
-    notification = READ_NOTIFICATION + str(lease_id).encode()
     metadata, mem_type = descriptor["nixl_metadata"], MEM_TYPES[nd["mem_type"]]
     device_id = int(nd["device_id"])
     try:
@@ -68,6 +67,7 @@ def read(
         agent.deregister(handle)
     carrier = (word_addr, word) if word else (addr - guard, min(span, GUARD_BYTES))
     if lease_id is not None and carrier[1]:  # after the reads (Note [notifications])
+        notification = READ_NOTIFICATION + str(lease_id).encode()
         agent.notify(metadata, (*carrier, device_id), mem_type, notification)
     if lease_id is not None and (guard or word):
         want = guard_word(int(lease_id))

@@ -175,7 +175,7 @@ class ChatCompletions:
             raise
         seconds = time.perf_counter() - start
         self.metrics.request_seconds.labels("media" if result else "text").observe(seconds)
-        log.info(orjson.dumps(_log_line(result, seconds, modality)).decode())
+        log.info(_json_bytes(_log_line(result, seconds, modality)).decode())
         return Forwarded(answer, result, modality, sent)
 
     def _respond(self, forwarded: Forwarded) -> Response:
@@ -191,7 +191,7 @@ class ChatCompletions:
         for item in answer.body.get("dynamo_media", {}).get("items", []):
             transfer = self.metrics.stage_seconds.labels("transfer", item["modality"])
             transfer.observe(item["read_seconds"])
-        return Response(orjson.dumps(answer.body), answer.status, media_type="application/json")
+        return Response(_json_bytes(answer.body), answer.status, media_type="application/json")
 
     async def _relay(
         self, chunks: Chunks, result: PreprocessResult | None, modality: str, sent: float
@@ -234,6 +234,15 @@ class ChatCompletions:
                 metrics.frames.inc(len(media.metadata["frames_indices"]))
             elif item.modality == "audio":
                 metrics.samples.inc(media.tensor.numel() // max(1, media.metadata["num_channels"]))
+
+
+def _json_bytes(value: Any) -> bytes:
+    """``value`` as JSON, by orjson; by ``json`` for what orjson refuses (an integer past 64
+    bits from a backend), so that such an answer is still sent, not a 500."""
+    try:
+        return orjson.dumps(value)
+    except orjson.JSONEncodeError:
+        return json.dumps(value).encode()
 
 
 async def _json_body(request: Request) -> dict[str, Any]:

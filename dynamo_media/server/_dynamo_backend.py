@@ -44,6 +44,7 @@ event hooks (``BackendEvent``: answered, failed, timeout, failover) for the per-
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import importlib
 import itertools
@@ -245,6 +246,9 @@ class DynamoBackend(Backend):
         return {"instances": len(listed), "barred": barred}
 
     async def aclose(self) -> None:
+        for drain in self._draining:
+            drain.cancel()
+        await asyncio.gather(*self._draining, return_exceptions=True)
         if self._runtime is not None:
             self._runtime.shutdown()
             self._runtime = self._client = None
@@ -363,15 +367,20 @@ class DynamoBackend(Backend):
 
     async def _drain(self, stream: AsyncIterator[Any], context: Context, instance: int) -> None:
         """Reads a whole answer's stream to its end, in the background: one message is all it
-        may hold (Note [Dynamo wire])."""
+        may hold (Note [Dynamo wire]). A second message, a broken stream or shutdown stops the
+        worker."""
+        extra: Any = None
+        ended = False
         try:
-            async with asyncio.timeout(self.idle_timeout_ms / 1000):
-                extra = await anext(stream, None)
-        except Exception:  # the answer is complete; how its stream ends does not matter
-            context.stop_generating()
-            return
+            # The answer is complete; how its stream ends does not matter.
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(self.idle_timeout_ms / 1000):
+                    extra = await anext(stream, None)
+                ended = extra is None
+        finally:
+            if not ended:
+                context.stop_generating()
         if extra is not None:
-            context.stop_generating()
             error = f"more than one message for a whole answer: {str(extra)[:200]!r}"
             bad = {"event": "bad_answer", "worker": f"{instance:x}", "error": error}
             log.warning(json.dumps(bad))
