@@ -252,15 +252,15 @@ def _processor(args: argparse.Namespace) -> int:
     _frontend_process()
     config = load_config(args.config, preset=args.preset)
     settings = config.settings
-    env = _dynamo_env()
     backend = _dynamo_backend(args, args.worker_endpoint, settings.model)
     pool = _registration_pool(settings)
     chat = create_chat(config, backend, pool)
 
     async def run() -> None:
         try:
-            await backend.connect()  # its runtime lives on this loop
-            await serve_processor(chat, args.endpoint, model=settings.model, **env)
+            await backend.connect()  # its runtime lives on this loop, and serves the processor
+            runtime = backend.runtime
+            await serve_processor(chat, args.endpoint, model=settings.model, runtime=runtime)
         finally:
             await backend.aclose()
 

@@ -187,6 +187,18 @@ class DynamoBackend(Backend):
                 "them with `dynamo-media worker`, with the same discovery settings"
             ) from None
 
+    @property
+    def runtime(self) -> DistributedRuntime:
+        """The runtime this backend's client lives on (made by ``connect``); a processor serves
+        its endpoint on it too.
+
+        Raises:
+            RuntimeError: not connected yet.
+        """
+        if self._runtime is None:
+            raise RuntimeError(f"{self!r} is not connected; await connect() first")
+        return self._runtime
+
     async def chat(self, payload: dict[str, Any]) -> Answer | Chunks:
         client = await self._connected()
         key = _media_key(payload) if self.route == "hash" else None

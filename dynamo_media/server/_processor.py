@@ -33,13 +33,13 @@ from dynamo_media.server._backend import Answer
 from dynamo_media.server._chat import ChatCompletions
 
 if TYPE_CHECKING:
-    from dynamo.runtime import Context
+    from dynamo.runtime import Context, DistributedRuntime
 
 __all__ = ["serve_processor"]
 
 
 async def serve_processor(
-    chat: ChatCompletions, endpoint: str, *, model: str, discovery: str, request_plane: str
+    chat: ChatCompletions, endpoint: str, *, model: str, runtime: DistributedRuntime
 ) -> None:
     """Registers ``model`` with Dynamo's frontends and serves its chat requests through
     ``chat`` until SIGTERM or SIGINT; then finishes the requests in flight and returns.
@@ -48,14 +48,13 @@ async def serve_processor(
         chat: the chat path (``create_chat``) whose backend reaches the workers.
         endpoint: ``namespace.component.endpoint`` the processor serves.
         model: the model name ``dynamo.frontend`` lists and routes to this processor.
-        discovery: the runtime's discovery backend (``"file"``, ``"etcd"``, ...).
-        request_plane: ``"tcp"`` or ``"nats"``.
+        runtime: the Dynamo runtime it serves on: its ``DynamoBackend``'s (``backend.runtime``
+            once connected), so that one process runs one runtime, not a second one beside it.
 
     Raises:
-        ImportError: ``ai-dynamo`` (``dynamo.llm``) or ``ai-dynamo-runtime`` is not installed.
+        ImportError: ``ai-dynamo`` (``dynamo.llm``) is not installed.
     """
     try:
-        runtime_module = importlib.import_module("dynamo.runtime")
         llm = importlib.import_module("dynamo.llm")
         errors = importlib.import_module("dynamo.llm.exceptions")
     except ImportError as exc:
@@ -64,7 +63,6 @@ async def serve_processor(
             f"ai-dynamo==1.6.1 pyyaml msgspec ({exc})"
         ) from exc
     loop = asyncio.get_running_loop()
-    runtime = runtime_module.DistributedRuntime(loop, discovery, request_plane)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, runtime.shutdown)
     served = runtime.endpoint(endpoint)
