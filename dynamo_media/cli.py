@@ -255,6 +255,13 @@ def _processor(args: argparse.Namespace) -> int:
     backend = _dynamo_backend(args, args.worker_endpoint, settings.model)
     pool = _registration_pool(settings)
     chat = create_chat(config, backend, pool)
+    if args.metrics_port is not None:
+        import prometheus_client
+
+        registry = chat.metrics.registry
+        prometheus_client.start_http_server(
+            args.metrics_port, addr=args.metrics_host, registry=registry
+        )
 
     async def run() -> None:
         try:
@@ -500,6 +507,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         type=int,
         default=60_000,
         help="how long a stream may go without a chunk (default: 60000)",
+    )
+    processor.add_argument(
+        "--metrics-port",
+        type=int,
+        help="serve the processor's Prometheus metrics (the frontend's /metrics) on this port "
+        "(default: none)",
+    )
+    processor.add_argument(
+        "--metrics-host", default="127.0.0.1", help="the metrics' address (default: 127.0.0.1)"
     )
     processor.set_defaults(run=_processor)
 

@@ -46,7 +46,13 @@ def data_url(mime: str, data: bytes) -> str:
 
 
 @pytest.fixture(scope="module")
-def frontend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def metrics_port() -> int:
+    """Where the processor serves its metrics (``--metrics-port``)."""
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def frontend(tmp_path_factory: pytest.TempPathFactory, metrics_port: int) -> Iterator[str]:
     """dynamo.frontend, a processor and a worker; yields the frontend's URL once it lists the
     processor's model. All three are stopped when the module ends."""
     root = tmp_path_factory.mktemp("processor")
@@ -54,6 +60,7 @@ def frontend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     config.write_text(json.dumps(CONFIG))
     port = free_port()
     url = f"http://127.0.0.1:{port}"
+    processor_args = ["--config", str(config), "--metrics-port", str(metrics_port)]
     frontend_args = ["dynamo.frontend", "--http-host", "127.0.0.1", "--http-port", str(port),
                      "--discovery-backend", "file", "--request-plane", "tcp"]  # fmt: skip
     with pytest.MonkeyPatch.context() as env, contextlib.ExitStack() as stack:
@@ -61,9 +68,7 @@ def frontend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             env.setenv(key, value)
         procs = [
             stack.enter_context(worker_process("dynamo_media.cli", "worker", "--model", MODEL)),
-            stack.enter_context(
-                worker_process("dynamo_media.cli", "processor", "--config", str(config))
-            ),
+            stack.enter_context(worker_process("dynamo_media.cli", "processor", *processor_args)),
             stack.enter_context(worker_process(*frontend_args)),
         ]
         deadline = time.monotonic() + 120
@@ -175,3 +180,19 @@ class TestProcessor:
             model=MODEL, messages=[{"role": "user", "content": "hi"}]
         )
         assert (out.choices[0].message.content or "").startswith("Received 0 media item(s)")
+
+
+REQUESTS = "dynamo_media_request_seconds_count"
+
+
+def test_the_processor_serves_its_metrics(client: openai.OpenAI, metrics_port: int) -> None:
+    """``--metrics-port``: the frontend's metrics, counting what the processor served."""
+
+    def served() -> float:
+        text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text
+        counts = [line for line in text.splitlines() if line.startswith(REQUESTS)]
+        return sum(float(line.rsplit(" ", 1)[1]) for line in counts)
+
+    before = served()
+    client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}])
+    assert served() == before + 1
