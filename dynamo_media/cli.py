@@ -293,6 +293,29 @@ def _add_kind(parser: argparse.ArgumentParser, flag: str) -> None:
     )
 
 
+def _add_worker_timeouts(parser: argparse.ArgumentParser, prefix: str = "") -> None:
+    """The timeouts that ``_dynamo_backend`` reads, for a command that talks to workers."""
+    parser.add_argument(
+        "--connect-timeout-ms",
+        type=int,
+        default=120_000,
+        help=f"{prefix}how long to wait for the workers at start (default: 120000)",
+    )
+    parser.add_argument(
+        "--first-chunk-timeout-ms",
+        type=int,
+        default=60_000,
+        help=f"{prefix}how long a worker may take to answer, or send a stream's first chunk "
+        "(default: 60000)",
+    )
+    parser.add_argument(
+        "--idle-timeout-ms",
+        type=int,
+        default=60_000,
+        help=f"{prefix}how long a stream may go without a chunk (default: 60000)",
+    )
+
+
 def _dynamo_backend(
     args: argparse.Namespace, endpoint: str, model: str, route: Route = "round_robin"
 ) -> DynamoBackend:
@@ -427,25 +450,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="dynamo: round_robin, or hash: requests with the same media go to the same worker "
         "while it is live (default: round_robin)",
     )
-    serve.add_argument(
-        "--connect-timeout-ms",
-        type=int,
-        default=120_000,
-        help="dynamo: how long to wait for the workers at start (default: 120000)",
-    )
-    serve.add_argument(
-        "--first-chunk-timeout-ms",
-        type=int,
-        default=60_000,
-        help="dynamo: how long a worker may take to answer, or send a stream's first chunk "
-        "(default: 60000)",
-    )
-    serve.add_argument(
-        "--idle-timeout-ms",
-        type=int,
-        default=60_000,
-        help="dynamo: how long a stream may go without a chunk (default: 60000)",
-    )
+    _add_worker_timeouts(serve, "dynamo: ")
     serve.add_argument(
         "--drain-seconds",
         type=int,
@@ -490,24 +495,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     processor.add_argument(
         "--worker-endpoint", default=_ENDPOINT, help=f"the workers' endpoint (default: {_ENDPOINT})"
     )
-    processor.add_argument(
-        "--connect-timeout-ms",
-        type=int,
-        default=120_000,
-        help="how long to wait for a worker at start (default: 120000)",
-    )
-    processor.add_argument(
-        "--first-chunk-timeout-ms",
-        type=int,
-        default=60_000,
-        help="how long a worker may take to send its first chunk (default: 60000)",
-    )
-    processor.add_argument(
-        "--idle-timeout-ms",
-        type=int,
-        default=60_000,
-        help="how long a stream may go without a chunk (default: 60000)",
-    )
+    _add_worker_timeouts(processor)
     processor.add_argument(
         "--metrics-port",
         type=int,

@@ -18,7 +18,6 @@ import asyncio
 import concurrent.futures
 import copy
 import dataclasses
-import os
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -27,7 +26,7 @@ from dynamo_media._cache import CachedMedia, MediaCache, cache_key
 from dynamo_media._decoder import MediaDecoder
 from dynamo_media._errors import InvalidOptions, MediaError
 from dynamo_media._media import DecodedMedia
-from dynamo_media._priority import lower_thread_priority
+from dynamo_media._priority import low_priority_pool
 from dynamo_media.config import MODALITIES
 from dynamo_media.fetch import MediaFetcher
 from dynamo_media.nixl import RegisteredMedia, RegistrationPool
@@ -232,11 +231,7 @@ class MediaPreprocessor:
         self.nixl = nixl
         self.device = device
         self.cache = cache
-        self._pool = concurrent.futures.ThreadPoolExecutor(
-            max_workers=max_workers or os.cpu_count() or 2,
-            thread_name_prefix="dynamo-media",
-            initializer=lower_thread_priority,
-        )
+        self._pool = low_priority_pool("dynamo-media", max_workers)
 
     def _run_steps(self, steps: list[Transform], item: MediaItem, value: Any) -> Any:
         try:

@@ -26,7 +26,7 @@ import torch
 from dynamo_media._errors import InvalidOptions
 from dynamo_media._media import tensor_sha256
 from dynamo_media._openai import completion_id
-from dynamo_media._priority import lower_thread_priority
+from dynamo_media._priority import low_priority_pool
 from dynamo_media.config import MODALITIES, Modality
 from dynamo_media.nixl import read
 
@@ -53,14 +53,10 @@ class ReadItem:
 
 
 @functools.cache
-def _read_pool() -> concurrent.futures.ThreadPoolExecutor:
+def _read_pool() -> concurrent.futures.Executor:
     """The threads that read and hash items, one per core, at a lower priority so that reading
     and hashing do not starve the event loop (Note [decode priority])."""
-    return concurrent.futures.ThreadPoolExecutor(
-        max_workers=os.cpu_count() or 2,
-        thread_name_prefix="dynamo-media-read",
-        initializer=lower_thread_priority,
-    )
+    return low_priority_pool("dynamo-media-read")
 
 
 def _read_one(key: str, index: int, descriptor: dict[str, Any], device: str) -> ReadItem:

@@ -155,6 +155,14 @@ class NixlAgent:
             self._remotes[key] = name
         return name
 
+    def _descs(
+        self, local: torch.Tensor, remote_metadata: str, remote: tuple[int, int, int], mem_type: str
+    ) -> tuple[str, Any, Any]:
+        """A transfer's peer name and descriptors, local and remote (the lock held)."""
+        name = self._remote(remote_metadata)
+        remote_descs = self._agent.get_xfer_descs([remote], mem_type)
+        return name, self._agent.get_xfer_descs(local), remote_descs
+
     def read(
         self,
         local: torch.Tensor,
@@ -168,9 +176,7 @@ class NixlAgent:
             NixlTransferError: the transfer failed or took longer than 30 s.
         """
         with self._lock:
-            name = self._remote(remote_metadata)
-            local_descs = self._agent.get_xfer_descs(local)
-            remote_descs = self._agent.get_xfer_descs([remote], mem_type)
+            name, local_descs, remote_descs = self._descs(local, remote_metadata, remote, mem_type)
             state = run_transfer(self._agent, "READ", local_descs, remote_descs, name)
         if state != "DONE":
             raise NixlTransferError(f"NIXL READ from {name} ended in state {state}")
@@ -228,9 +234,10 @@ class _Notifier(NixlAgent):
         with self._lock:
             handle = None
             try:
-                name = self._remote(remote_metadata)
-                local_descs = self._agent.get_xfer_descs(self._scratch[: carrier[1]])
-                remote_descs = self._agent.get_xfer_descs([carrier], mem_type)
+                local = self._scratch[: carrier[1]]
+                name, local_descs, remote_descs = self._descs(
+                    local, remote_metadata, carrier, mem_type
+                )
                 handle = self._agent.initialize_xfer(
                     "READ", local_descs, remote_descs, name, notification
                 )

@@ -319,12 +319,13 @@ class RegistrationPool:
         starts = [region.offset]
         if not region.zero_copy:
             starts.append(region.offset + GUARD_BYTES + region.nbytes)
-        for start in starts:
-            if self._host is not None:
+        if self._host is not None:
+            for start in starts:
                 self._host[start : start + GUARD_BYTES] = word
-            else:
-                device_word = torch.frombuffer(bytearray(word), dtype=torch.uint8).to(self.device)
-                self.slab[start : start + GUARD_BYTES].copy_(device_word)
+            return
+        device_word = torch.frombuffer(bytearray(word), dtype=torch.uint8).to(self.device)
+        for start in starts:
+            self.slab[start : start + GUARD_BYTES].copy_(device_word)
 
     def lend(self, nbytes: int, *, wait_ms: int | None = None) -> Region:
         """Lends a region of ``nbytes`` data bytes, waiting for room if the pool is full.
